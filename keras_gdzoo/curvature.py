@@ -1,0 +1,4 @@
+# PLACEHOLDER: replaced by the real module during development.
+class _Nothing:
+    pass
+

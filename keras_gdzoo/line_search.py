@@ -1,0 +1,10 @@
+# PLACEHOLDER: replaced by the real module during development.
+class StrongWolfe:
+    pass
+
+class Backtracking:
+    pass
+
+class Exact:
+    pass
+

@@ -1,0 +1,10 @@
+# PLACEHOLDER: replaced by the real module during development.
+class Adam:
+    pass
+
+class Adamax:
+    pass
+
+class Nadam:
+    pass
+

@@ -1,0 +1,290 @@
+"""The contract between full-batch solvers and whatever supplies the loss.
+
+A solver never touches a Keras model. It sees an `Objective`: the loss E on
+the current batch as a function of one flat weight vector w (m numbers), and
+takes one iteration with `Solver.step(w, state, objective)`, a pure function
+of tensors. Its state (BFGS's B, L-BFGS's ring buffer, Rprop's step sizes,
+LM's damping...) is a dict of tensors that `SolverModel` keeps in optimizer
+variables, so it is saved in `.keras` files and restored exactly.
+
+Because `step` is pure, a whole iteration, line search included, traces into
+one `tf.function`, and the same solver runs on a Keras model
+(`keras_gdzoo.model.ModelObjective`), on a plain function of a vector
+(`FunctionObjective`, used by the tests and the `gdzoo trajectories`
+command) and under `tf.distribute` (the objective reduces across replicas).
+"""
+
+import math
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+# Logs key a solver sets to 1.0 when it cannot go on (damping over its cap,
+# line search failed even along -g). `SolverModel.fit` stops training then.
+STOP = "stop_training"
+
+
+class Objective:
+    """The loss E(w) on one batch, as a solver may query it.
+
+    Every quantity is the *mean* over the batch (the lecture's
+    E(w) = 1/n sum L_i), already reduced across replicas. Subclasses implement
+    what they can; a solver documents what it needs.
+
+    Attributes:
+        size: m, the number of weights.
+        dtype: dtype of w and of every returned tensor.
+    """
+
+    size = None
+    dtype = None
+
+    def value(self, w):
+        """E(w), a scalar tensor."""
+        raise NotImplementedError
+
+    def value_and_gradient(self, w):
+        """(E(w), dE/dw) with dE/dw of shape [m]."""
+        raise NotImplementedError
+
+    def gauss_newton(self, w):
+        """(E(w), g, A) with g = 1/n sum J_i' e_i = dE/dw and
+        A = 1/n sum J_i' J_i, the Gauss-Newton matrix ([m, m]).
+
+        E is the lecture's quadratic loss 1/(2n) sum e_i'e_i for residual
+        objectives (other losses use their generalized Gauss-Newton form, see
+        `keras_gdzoo.curvature`)."""
+        raise NotImplementedError
+
+    def hessian(self, w):
+        """(E(w), g, H) with the exact Hessian H of E ([m, m])."""
+        raise NotImplementedError
+
+    def hessian_vector_product(self, w, v):
+        """H(w) v without forming H."""
+        with tf.GradientTape() as outer:
+            outer.watch(w)
+            _, g = self.value_and_gradient(w)
+            gv = tf.reduce_sum(g * tf.stop_gradient(v))
+        return outer.gradient(gv, w)
+
+
+class FunctionObjective(Objective):
+    """An `Objective` for a plain differentiable function of a vector.
+
+    Args:
+        function: maps a 1-D tensor w to a scalar tensor E(w).
+        size: the length m of w.
+        dtype: dtype of w.
+        residuals: optional function mapping w to a 1-D tensor e(w) of
+            residuals with E(w) = 1/2 sum e(w)^2 (a least-squares objective
+            with n = 1 example of K outputs, in the lecture's notation). Needed
+            for `gauss_newton`.
+
+    Example:
+
+    >>> rosen = lambda w: (1 - w[0]) ** 2 + 100 * (w[1] - w[0] ** 2) ** 2
+    >>> objective = FunctionObjective(rosen, size=2, dtype="float64")
+    """
+
+    def __init__(self, function, size, dtype="float32", residuals=None):
+        self.function = function
+        self.size = int(size)
+        self.dtype = tf.as_dtype(dtype)
+        self.residuals = residuals
+
+    def value(self, w):
+        return tf.convert_to_tensor(self.function(w), self.dtype)
+
+    def value_and_gradient(self, w):
+        with tf.GradientTape() as tape:
+            tape.watch(w)
+            value = self.value(w)
+        return value, tape.gradient(value, w)
+
+    def gauss_newton(self, w):
+        if self.residuals is None:
+            raise ValueError(
+                "This objective has no residual form: pass `residuals=` to "
+                "FunctionObjective to use Gauss-Newton / Levenberg-Marquardt."
+            )
+        with tf.GradientTape() as tape:
+            tape.watch(w)
+            e = tf.reshape(tf.convert_to_tensor(self.residuals(w), self.dtype), [-1])
+        jacobian = tape.jacobian(e, w)
+        value = 0.5 * tf.reduce_sum(e * e)
+        gradient = tf.linalg.matvec(jacobian, e, transpose_a=True)
+        return value, gradient, tf.matmul(jacobian, jacobian, transpose_a=True)
+
+    def hessian(self, w):
+        with tf.GradientTape() as outer:
+            outer.watch(w)
+            value, gradient = self.value_and_gradient(w)
+        return value, gradient, outer.jacobian(gradient, w)
+
+
+def dense_matrix_guard(method, size, dtype, copies=1, budget_bytes=None):
+    """Refuse, before allocating, an m x m matrix that would not fit.
+
+    Args:
+        method: the solver's name for the message.
+        size: m.
+        dtype: element dtype.
+        copies: how many m x m matrices the method holds at once.
+        budget_bytes: the limit; default half of this machine's memory.
+    """
+    itemsize = tf.as_dtype(dtype).size
+    needed = copies * size * size * itemsize
+    if budget_bytes is None:
+        budget_bytes = _available_memory() // 2
+    if needed > budget_bytes:
+        raise ValueError(
+            f"{method} needs {copies} dense {size} x {size} matrix"
+            f"{'es' if copies > 1 else ''} for a model with m={size} trainable "
+            f"weights: {needed / 2**30:.1f} GiB, more than the "
+            f"{budget_bytes / 2**30:.1f} GiB allowed. Use a per-parameter "
+            "optimizer, LBFGS, or a smaller model."
+        )
+
+
+def _available_memory():
+    try:
+        pages = os.sysconf("SC_PHYS_PAGES")
+        page_size = os.sysconf("SC_PAGE_SIZE")
+        return pages * page_size
+    except (ValueError, OSError, AttributeError):
+        return 8 * 2**30
+
+
+
+class Solver(keras.optimizers.Optimizer):
+    """Base class of full-batch solvers.
+
+    A solver is a `keras.optimizers.Optimizer`, so `compile`, `get_config`
+    and `.keras` files treat it like any optimizer, but it cannot be driven
+    by gradients alone: `model.compile(optimizer=solver)` on an ordinary
+    model fails at the first step with an error naming `keras_gdzoo.wrap`.
+
+    Subclasses implement:
+
+    * `state_spec(size, dtype)`: dict name -> (shape, initial value) of the
+      solver's state; `build` turns it into optimizer variables.
+    * `step(w, state, objective)` -> `(w_new, state_new, logs)`: one
+      iteration, pure tensors in and out; `logs` maps names to scalars shown
+      in fit logs and History. Set `logs[STOP] = 1.0` when the solver cannot
+      go on; `stop_message` says why.
+    """
+
+    #: True for methods that need per-example Jacobians (Levenberg-Marquardt)
+    #: or Hessians (Newton); used by `SolverModel` to pick its objective.
+    needs_curvature = False
+    #: Shown when a solver asks training to stop.
+    stop_message = "the solver cannot make progress"
+
+    def __init__(self, name=None, **kwargs):
+        kwargs.setdefault("learning_rate", 1.0)
+        super().__init__(name=name, **kwargs)
+        self._solver_state = {}
+
+    # -- to implement -------------------------------------------------------
+    def state_spec(self, size, dtype):
+        return {}
+
+    def step(self, w, state, objective):
+        raise NotImplementedError
+
+    def check_size(self, size, dtype):
+        """Raise before allocating when m makes the method impossible."""
+
+    # -- Keras plumbing -----------------------------------------------------
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        size = int(sum(math.prod(v.shape) for v in var_list))
+        dtype = var_list[0].dtype if var_list else keras.config.floatx()
+        self.check_size(size, dtype)
+        self._solver_state = {}
+        for key, (shape, initial) in self.state_spec(size, dtype).items():
+            self._solver_state[key] = self.add_variable(
+                shape=shape,
+                initializer=keras.initializers.Constant(initial),
+                dtype=dtype,
+                name=key,
+            )
+        self.solver_size = size
+
+    @property
+    def solver_state(self):
+        """The state variables, by name."""
+        return self._solver_state
+
+    def read_state(self):
+        return {k: tf.convert_to_tensor(v.value) for k, v in self._solver_state.items()}
+
+    def write_state(self, state):
+        for key, variable in self._solver_state.items():
+            variable.assign(state[key])
+
+    def initial_state(self, size, dtype):
+        """The state as tensors, without variables (for `minimize`)."""
+        dtype = tf.as_dtype(dtype)
+        return {
+            key: tf.fill(shape, tf.cast(initial, dtype)) if shape else tf.cast(initial, dtype)
+            for key, (shape, initial) in self.state_spec(size, dtype).items()
+        }
+
+    def apply(self, grads, trainable_variables=None):
+        raise ValueError(
+            f"{type(self).__name__} is a full-batch solver: it evaluates the "
+            "loss at trial points, which a plain Keras model cannot offer. "
+            "Wrap the model first: `trainer = keras_gdzoo.wrap(model); "
+            f"trainer.compile(optimizer=keras_gdzoo.{type(self).__name__}(...), "
+            "loss=...)`."
+        )
+
+    def apply_gradients(self, grads_and_vars):
+        grads, variables = zip(*grads_and_vars)
+        self.apply(grads, variables)
+
+    def update_step(self, gradient, variable, learning_rate):
+        self.apply([gradient], [variable])
+
+    # -- outside Keras ------------------------------------------------------
+    def minimize(self, objective, w0, iterations=100, tolerance=None, jit_compile=False):
+        """Run `iterations` steps on an `Objective` (or a plain function).
+
+        Returns `(w, history)` where `history` is a list of dicts holding each
+        iterate `w` (NumPy) and the step's logs. Used by the tests and by
+        `gdzoo trajectories`; stops early when a step sets `stop_training` or
+        the gradient norm falls under `tolerance`.
+        """
+        w = tf.convert_to_tensor(w0)
+        if not isinstance(objective, Objective):
+            objective = FunctionObjective(objective, size=w.shape[0], dtype=w.dtype)
+        self.check_size(objective.size, objective.dtype)
+        state = self.initial_state(objective.size, objective.dtype)
+        step = tf.function(
+            lambda w, state: self.step(w, state, objective),
+            jit_compile=jit_compile,
+            reduce_retracing=True,
+        )
+        history = [{"w": w.numpy()}]
+        for _ in range(iterations):
+            w, state, logs = step(w, state)
+            record = {k: float(v) for k, v in logs.items()}
+            record["w"] = w.numpy()
+            history.append(record)
+            if record.get(STOP, 0.0) > 0:
+                break
+            if tolerance is not None:
+                _, g = objective.value_and_gradient(w)
+                if float(tf.norm(g)) < tolerance:
+                    break
+        return w, history
+
+
+def flat_size(variables):
+    return int(sum(np.prod(v.shape) for v in variables))

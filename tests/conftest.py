@@ -1,0 +1,41 @@
+"""Shared test set-up.
+
+TensorFlow is configured once, before any test touches it: two logical CPU
+devices (so `tf.distribute.MirroredStrategy` has two replicas on one
+machine) and quiet logs.
+"""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf  # noqa: E402
+
+_cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(
+    _cpus[0],
+    [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()],
+)
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def mirrored():
+    """A MirroredStrategy over the two logical CPUs."""
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+
+@pytest.fixture(autouse=True)
+def _fresh_keras_state():
+    keras.utils.clear_session()
+    keras.config.set_floatx("float32")
+    yield
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)

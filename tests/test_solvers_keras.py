@@ -1,0 +1,159 @@
+"""Every full-batch solver end to end through gz.wrap(model).fit.
+
+One table of solvers drives the generic checks: a convex problem solved to
+numpy.linalg.lstsq's answer, `.keras` save -> load -> continue equal to an
+uninterrupted run, MirroredStrategy iterates equal to one device's, finite
+weights; then a small MLP regression against scipy.optimize.minimize.
+"""
+
+import keras
+import numpy as np
+import pytest
+import scipy.optimize
+import tensorflow as tf
+
+import keras_gdzoo as gz
+
+SOLVERS = {
+    "sd": lambda: gz.SteepestDescent(),
+    "cg-fr": lambda: gz.ConjugateGradient(beta="fletcher-reeves"),
+    "cg-pr": lambda: gz.ConjugateGradient(),
+    "bfgs": lambda: gz.BFGS(),
+    "lbfgs": lambda: gz.LBFGS(history=5),
+    "rprop+": lambda: gz.Rprop(variant="rprop+"),
+    "rprop-": lambda: gz.Rprop(variant="rprop-"),
+    "irprop+": lambda: gz.Rprop(variant="irprop+"),
+    "irprop-": lambda: gz.Rprop(variant="irprop-"),
+    "newton": lambda: gz.Newton(),
+    "lm": lambda: gz.LevenbergMarquardt(),
+}
+
+
+def mlp(seed=0):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential(
+        [
+            keras.Input((2,)),
+            keras.layers.Dense(4, activation="tanh"),
+            keras.layers.Dense(1),
+        ]
+    )
+
+
+@pytest.fixture(scope="module")
+def regression():
+    rng = np.random.default_rng(7)
+    x = rng.uniform(-1, 1, size=(32, 2)).astype("float32")
+    y = (np.sin(2 * x[:, :1]) + 0.5 * x[:, 1:] ** 2).astype("float32")
+    return x, y
+
+
+def weights(model):
+    return [v.numpy() for v in model.weights]
+
+
+@pytest.mark.parametrize("name", ["sd", "cg-fr", "cg-pr", "bfgs", "lbfgs", "newton", "lm"])
+def test_convex_least_squares_reaches_lstsq(name):
+    """A linear Keras model under MSE: the minimizer is lstsq's answer."""
+    keras.config.set_floatx("float64")
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(40, 3))
+    y = x @ np.array([[1.5], [-2.0], [0.5]]) + 0.3 + 0.05 * rng.normal(size=(40, 1))
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    trainer = gz.wrap(model)
+    trainer.compile(optimizer=SOLVERS[name](), loss="mse")
+    epochs = {"sd": 60}.get(name, 20)
+    trainer.fit(x, y, batch_size=len(x), epochs=epochs, verbose=0)
+    design = np.hstack([x, np.ones((len(x), 1))])
+    expected, *_ = np.linalg.lstsq(design, y, rcond=None)
+    kernel, bias = weights(model)
+    np.testing.assert_allclose(
+        np.vstack([kernel, bias[None]]), expected, atol={"sd": 1e-4}.get(name, 1e-6)
+    )
+
+
+@pytest.mark.parametrize("name", sorted(SOLVERS))
+def test_save_load_continue_equals_uninterrupted(name, regression, tmp_path):
+    x, y = regression
+    straight = mlp()
+    trainer = gz.wrap(straight)
+    trainer.compile(optimizer=SOLVERS[name](), loss="mse")
+    trainer.fit(x, y, batch_size=16, epochs=4, verbose=0, shuffle=False)
+
+    interrupted = mlp()
+    first = gz.wrap(interrupted)
+    first.compile(optimizer=SOLVERS[name](), loss="mse")
+    first.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False)
+    first.save(tmp_path / "half.keras")
+    resumed = keras.saving.load_model(tmp_path / "half.keras")
+    resumed.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False)
+
+    for a, b in zip(weights(straight), weights(resumed)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert all(np.isfinite(w).all() for w in weights(resumed))
+    for key, variable in trainer.optimizer.solver_state.items():
+        np.testing.assert_allclose(
+            variable.numpy(), resumed.optimizer.solver_state[key].numpy(), rtol=1e-5, atol=1e-6,
+            err_msg=key,
+        )
+
+
+@pytest.mark.parametrize("name", sorted(SOLVERS))
+def test_mirrored_strategy_iterates_equal_single_device(name, regression, mirrored):
+    # float64, so that the replicas' summation order (which differs from one
+    # device's) cannot be amplified into a visible difference by line searches.
+    keras.config.set_floatx("float64")
+    x, y = (a.astype("float64") for a in regression)
+    single = mlp()
+    trainer = gz.wrap(single)
+    trainer.compile(optimizer=SOLVERS[name](), loss="mse")
+    trainer.fit(x, y, batch_size=len(x), epochs=3, verbose=0, shuffle=False)
+    with mirrored.scope():
+        distributed = mlp()
+        trainer = gz.wrap(distributed)
+        trainer.compile(optimizer=SOLVERS[name](), loss="mse")
+    trainer.fit(x, y, batch_size=len(x), epochs=3, verbose=0, shuffle=False)
+    for a, b in zip(weights(single), weights(distributed)):
+        np.testing.assert_allclose(a, b, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("name, method", [("bfgs", "BFGS"), ("lbfgs", "L-BFGS-B"), ("cg-pr", "CG")])
+def test_small_mlp_regression_matches_scipy(name, method, regression):
+    """Same network, same start, float64: SciPy's minimizer and ours agree."""
+    keras.config.set_floatx("float64")
+    x, y = (a.astype("float64") for a in regression)
+    model = mlp(seed=2)
+    w0 = np.concatenate([v.numpy().ravel() for v in model.trainable_variables])
+    shapes = [v.shape for v in model.trainable_variables]
+
+    def loss_and_grad(w):
+        tensors, start = [], 0
+        for shape in shapes:
+            size = int(np.prod(shape))
+            tensors.append(tf.reshape(tf.constant(w[start : start + size]), shape))
+            start += size
+        with tf.GradientTape() as tape:
+            tape.watch(tensors)
+            out = model.stateless_call(tensors, [], x)[0]
+            loss = tf.reduce_mean((out - y) ** 2)
+        grads = tape.gradient(loss, tensors)
+        return float(loss), np.concatenate([g.numpy().ravel() for g in grads])
+
+    reference = scipy.optimize.minimize(
+        loss_and_grad, w0, jac=True, method=method, options={"maxiter": 2000, "gtol": 1e-10}
+    )
+    trainer = gz.wrap(model)
+    trainer.compile(optimizer=SOLVERS[name](), loss="mse")
+    history = trainer.fit(x, y, batch_size=len(x), epochs=300, verbose=0)
+    ours = np.concatenate([v.numpy().ravel() for v in model.trainable_variables])
+    final_loss, final_grad = loss_and_grad(ours)
+    assert final_loss == pytest.approx(reference.fun, rel=1e-3, abs=1e-7)
+    assert np.linalg.norm(final_grad) < 1e-4
+    # Same basin: the two minimizers give the same predictions.
+    sizes = np.cumsum([int(np.prod(s)) for s in shapes])[:-1]
+    theirs = [tf.reshape(tf.constant(p), s) for p, s in zip(np.split(reference.x, sizes), shapes)]
+    np.testing.assert_allclose(
+        model.stateless_call(theirs, [], x)[0].numpy(), model(x).numpy(), atol=1e-3
+    )
+    assert history.history["loss"][-1] <= history.history["loss"][0]

@@ -232,7 +232,7 @@ class Solver(keras.optimizers.Optimizer):
         """The state as tensors, without variables (for `minimize`)."""
         dtype = tf.as_dtype(dtype)
         return {
-            key: tf.fill(shape, tf.cast(initial, dtype)) if shape else tf.cast(initial, dtype)
+            key: tf.fill(shape, tf.constant(initial, dtype)) if shape else tf.constant(initial, dtype)
             for key, (shape, initial) in self.state_spec(size, dtype).items()
         }
 
@@ -266,11 +266,10 @@ class Solver(keras.optimizers.Optimizer):
             objective = FunctionObjective(objective, size=w.shape[0], dtype=w.dtype)
         self.check_size(objective.size, objective.dtype)
         state = self.initial_state(objective.size, objective.dtype)
-        step = tf.function(
-            lambda w, state: self.step(w, state, objective),
-            jit_compile=jit_compile,
-            reduce_retracing=True,
-        )
+        def one_step(w, state):
+            return self.step(w, state, objective)
+
+        step = tf.function(one_step, jit_compile=jit_compile, reduce_retracing=True)
         history = [{"w": w.numpy()}]
         for _ in range(iterations):
             w, state, logs = step(w, state)

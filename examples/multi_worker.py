@@ -20,6 +20,7 @@ with a message (no hang); a malformed TF_CONFIG is refused at once.
 """
 
 import argparse
+import faulthandler
 import json
 import os
 import socket
@@ -112,6 +113,13 @@ def worker(args, workers, index):
     watchdog = threading.Timer(args.timeout, give_up)
     watchdog.daemon = True
     watchdog.start()
+    # TensorFlow can wait for a missing peer inside C++ code that holds the
+    # GIL, where no Python thread runs: faulthandler's watchdog is plain C.
+    sys.stderr.write(
+        f"worker {index}: waiting for {len(workers)} workers (gives up after "
+        f"{args.timeout:.0f} s)\n"
+    )
+    faulthandler.dump_traceback_later(args.timeout + 5, exit=True)
 
     import keras
     import numpy as np
@@ -128,6 +136,7 @@ def worker(args, workers, index):
         for i, w in enumerate(train(strategy, x[share], y[share], method, args.epochs, len(x))):
             results[f"{method}_{i}"] = w
     watchdog.cancel()
+    faulthandler.cancel_dump_traceback_later()
     if args.out:
         np.savez(args.out, **results)
     print(f"worker {index}: done", flush=True)

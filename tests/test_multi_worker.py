@@ -73,5 +73,8 @@ def test_unreachable_worker_gives_up_with_a_message():
         "task": {"type": "worker", "index": 0},
     }
     result = run_worker(json.dumps(config), 20)
-    assert result.returncode == 3
-    assert "no result within 20 s" in result.stderr
+    assert result.returncode != 0
+    assert "gives up after 20 s" in result.stderr
+    # Either the friendly message (Python watchdog) or faulthandler's dump,
+    # when TensorFlow blocks in C++ holding the GIL.
+    assert "no result within 20 s" in result.stderr or "Timeout (0:00:25)" in result.stderr

@@ -119,41 +119,62 @@ def test_mirrored_strategy_iterates_equal_single_device(name, regression, mirror
 
 
 @pytest.mark.parametrize("name, method", [("bfgs", "BFGS"), ("lbfgs", "L-BFGS-B"), ("cg-pr", "CG")])
-def test_small_mlp_regression_matches_scipy(name, method, regression):
-    """Same network, same start, float64: SciPy's minimizer and ours agree."""
+def test_small_mlp_regression_matches_scipy(name, method):
+    """Same network, same start, float64: SciPy's minimizer and ours agree.
+
+    A little L2 weight decay (part of the compiled loss, through the layers'
+    regularizers) gives the problem an isolated minimizer, so "the same
+    minimizer" is well defined; without it a tanh net drifts along flat
+    valleys for thousands of iterations.
+    """
     keras.config.set_floatx("float64")
-    x, y = (a.astype("float64") for a in regression)
-    model = mlp(seed=2)
-    w0 = np.concatenate([v.numpy().ravel() for v in model.trainable_variables])
+    rng = np.random.default_rng(7)
+    x = rng.uniform(-1, 1, size=(64, 2))
+    y = np.sin(2 * x[:, :1]) + 0.5 * x[:, 1:] ** 2 + 0.3 * rng.normal(size=(64, 1))
+    decay = 1e-2
+    keras.utils.set_random_seed(2)
+    l2 = keras.regularizers.L2(decay)
+    model = keras.Sequential(
+        [
+            keras.Input((2,)),
+            keras.layers.Dense(3, activation="tanh", kernel_regularizer=l2, bias_regularizer=l2),
+            keras.layers.Dense(1, kernel_regularizer=l2, bias_regularizer=l2),
+        ]
+    )
     shapes = [v.shape for v in model.trainable_variables]
+    sizes = [int(np.prod(s)) for s in shapes]
+    w0 = np.concatenate([v.numpy().ravel() for v in model.trainable_variables])
+
+    def unflatten(w):
+        return [tf.reshape(tf.constant(p), s) for p, s in zip(np.split(w, np.cumsum(sizes)[:-1]), shapes)]
 
     def loss_and_grad(w):
-        tensors, start = [], 0
-        for shape in shapes:
-            size = int(np.prod(shape))
-            tensors.append(tf.reshape(tf.constant(w[start : start + size]), shape))
-            start += size
+        tensors = unflatten(w)
         with tf.GradientTape() as tape:
             tape.watch(tensors)
             out = model.stateless_call(tensors, [], x)[0]
-            loss = tf.reduce_mean((out - y) ** 2)
+            loss = tf.reduce_mean((out - y) ** 2) + decay * tf.add_n(
+                [tf.reduce_sum(t**2) for t in tensors]
+            )
         grads = tape.gradient(loss, tensors)
         return float(loss), np.concatenate([g.numpy().ravel() for g in grads])
 
     reference = scipy.optimize.minimize(
-        loss_and_grad, w0, jac=True, method=method, options={"maxiter": 2000, "gtol": 1e-10}
+        loss_and_grad, w0, jac=True, method=method, options={"maxiter": 1000, "gtol": 1e-10}
     )
     trainer = gz.wrap(model)
     trainer.compile(optimizer=SOLVERS[name](), loss="mse")
-    history = trainer.fit(x, y, batch_size=len(x), epochs=300, verbose=0)
+    # A repeated dataset: fit on NumPy arrays would rebuild its input
+    # pipeline every epoch, which costs more than these iterations.
+    dataset = tf.data.Dataset.from_tensors((x, y)).repeat()
+    with pytest.warns(UserWarning, match="stopped training"):
+        # converged: the line search finds nothing lower, and says so
+        trainer.fit(dataset, steps_per_epoch=100, epochs=3, verbose=0)
     ours = np.concatenate([v.numpy().ravel() for v in model.trainable_variables])
     final_loss, final_grad = loss_and_grad(ours)
-    assert final_loss == pytest.approx(reference.fun, rel=1e-3, abs=1e-7)
-    assert np.linalg.norm(final_grad) < 1e-4
-    # Same basin: the two minimizers give the same predictions.
-    sizes = np.cumsum([int(np.prod(s)) for s in shapes])[:-1]
-    theirs = [tf.reshape(tf.constant(p), s) for p, s in zip(np.split(reference.x, sizes), shapes)]
-    np.testing.assert_allclose(
-        model.stateless_call(theirs, [], x)[0].numpy(), model(x).numpy(), atol=1e-3
-    )
-    assert history.history["loss"][-1] <= history.history["loss"][0]
+    # SciPy stops on its own tolerances (L-BFGS-B's ftol a few 1e-9 early):
+    # the same loss to 1e-7, never worse than SciPy's by more than rounding.
+    assert final_loss == pytest.approx(reference.fun, rel=1e-7)
+    assert final_loss <= reference.fun * (1 + 1e-12)
+    assert np.linalg.norm(final_grad) < 1e-5
+    np.testing.assert_allclose(ours, reference.x, atol=1e-3)

@@ -40,6 +40,11 @@ class Objective:
 
     size = None
     dtype = None
+    #: True when every call sees the same function (a fixed batch or a plain
+    #: function): a solver may then re-use the value and gradient its last
+    #: line search returned instead of evaluating at w again. A Keras batch
+    #: changes between fit steps (mini-batch mode), so models say False.
+    stationary = False
 
     def value(self, w):
         """E(w), a scalar tensor."""
@@ -88,6 +93,8 @@ class FunctionObjective(Objective):
     >>> rosen = lambda w: (1 - w[0]) ** 2 + 100 * (w[1] - w[0] ** 2) ** 2
     >>> objective = FunctionObjective(rosen, size=2, dtype="float64")
     """
+
+    stationary = True
 
     def __init__(self, function, size, dtype="float32", residuals=None):
         self.function = function

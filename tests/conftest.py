@@ -23,9 +23,15 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def mirrored():
-    """A MirroredStrategy over the two logical CPUs."""
+    """A MirroredStrategy over the two logical CPUs.
+
+    One for the whole session: each MirroredStrategy numbers its collective
+    ops from the same start, and two of them in one process can meet the
+    same instance key with different shapes ("Shape mismatch in the
+    collective instance").
+    """
     return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 
 

@@ -90,7 +90,8 @@ def test_compare_solver_state_is_restored_after_tracing():
                          goal=None)
     trainer = gz.wrap(problem.build_model(1))
     trainer.compile(optimizer=gz.LevenbergMarquardt(), loss="mse")
-    trainer.fit(problem.x_train, problem.y_train, batch_size=problem.n, epochs=3, verbose=0)
+    trainer.fit(problem.x_train, problem.y_train, batch_size=problem.n, epochs=3, verbose=0,
+                shuffle=False)
     prediction = trainer.model.predict(problem.x_train, verbose=0)
     np.testing.assert_allclose(run.losses[3], np.mean((prediction - problem.y_train) ** 2),
                                rtol=1e-4)

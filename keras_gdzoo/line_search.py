@@ -525,7 +525,11 @@ class Exact(LineSearch):
     no minimum is bracketed within the budget (E may fall without bound
     along d). If the budget runs out while Brent is refining, the lowest
     point found is accepted: it lies in a bracket of the minimum, only not
-    to `tolerance`. A trial whose loss is not finite counts as +inf.
+    to `tolerance`. A trial whose loss is not finite counts as +inf. A
+    first trial too short to resolve, one whose expected decrease
+    -a*phi'(0) and whose actual change are both within 16 machine epsilons
+    of phi(0), is followed by a trial at least 100 times longer rather than
+    counted as a point above phi(0).
     """
 
     def __init__(self, tolerance=1e-8, max_evaluations=40):
@@ -561,6 +565,12 @@ class Exact(LineSearch):
             f = objective.value(w + a * direction)
             return tf.where(tf.math.is_finite(f), f, inf)
 
+        # A first trial so short that the decrease it should bring,
+        # -a*phi'(0), is within rounding of phi(0) says nothing: phi(a) then
+        # equals phi(0) to rounding, and taking it for a point above phi(0)
+        # would shrink the trials towards 0 until the budget ran out.
+        noise = 16.0 * eps * tf.abs(value)
+
         # Bracketing: mid is the lowest point so far, lo the one before it,
         # hi the lowest point beyond mid that is above it; points are
         # (a, phi(a)). Until some point is above phi(mid) trials grow; after
@@ -568,10 +578,21 @@ class Exact(LineSearch):
         def bracket_body(n, lo, mid, hi, has_hi, trial):
             f = phi(trial)
             lower = f < mid[1]
+            unresolved = (
+                ~lower
+                & ~has_hi
+                & tf.equal(mid[0], 0)
+                & (f <= value + noise)
+                & (-trial * slope <= noise)
+            )
+            keep_hi = lower | unresolved
             new_lo = tuple(tf.where(lower, u, v) for u, v in zip(mid, lo))
             new_mid = tuple(tf.where(lower, u, v) for u, v in zip((trial, f), mid))
-            new_hi = tuple(tf.where(lower, u, v) for u, v in zip(hi, (trial, f)))
-            has_hi = has_hi | ~lower
+            new_hi = tuple(tf.where(keep_hi, u, v) for u, v in zip(hi, (trial, f)))
+            has_hi = has_hi | ~keep_hi
+            # After an unresolved trial: at least 100 times further, and far
+            # enough for the linear decrease to be 100 times the rounding.
+            longer = tf.maximum(100.0 * trial, 100.0 * noise / -slope)
             # Growing: strides grow at least by the golden ratio, more (up to
             # 100 times) when the parabola through phi(0), phi'(0) and the
             # lowest point has its vertex further out.
@@ -601,7 +622,7 @@ class Exact(LineSearch):
                 new_mid,
                 new_hi,
                 has_hi,
-                tf.where(has_hi, shrunk, grown),
+                tf.where(unresolved, longer, tf.where(has_hi, shrunk, grown)),
             )
 
         origin = (zero, value)
@@ -623,7 +644,10 @@ class Exact(LineSearch):
         bracketed = (mid[0] > 0) & (hi[0] > mid[0])
 
         # Brent (1973): x lowest so far, w second lowest, v the previous w.
-        absolute = tolerance * 1e-3 * initial_step
+        # The absolute part of the tolerance takes its scale from the
+        # bracketed step, not from initial_step: a first trial far too long
+        # would otherwise stop Brent at once, far from the minimizer.
+        absolute = tolerance * 1e-3 * mid[0]
 
         def brent_body(n, a, b, x, fx, w_, fw, v, fv, d, e, probed, done):
             xm = 0.5 * (a + b)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import keras_gdzoo as gz
 from keras_gdzoo import line_search
 from keras_gdzoo.line_search import Backtracking
 from keras_gdzoo.line_search import Exact
@@ -206,6 +207,84 @@ def test_exact_finds_a_minimizer_along_the_direction(name):
                 phi, bracket=(0.0, 1.0), tol=1e-10
             ).x
             np.testing.assert_allclose(a, reference, rtol=1e-6)
+
+
+# Rosenbrock at a point steepest descent reaches (a bug report): E falls
+# along -g from 0.751 to 0.222 at a ~ 0.277.
+_ROSEN_POINT = np.array([0.13467, 0.01328])
+
+
+def _rosen_2d(w):
+    return (1.0 - w[0]) ** 2 + 100.0 * (w[1] - w[0] ** 2) ** 2
+
+
+@pytest.mark.parametrize(
+    "dtype, initial_step, rtol",
+    [
+        # Too short to change E in float32 (E(w + a d) == E(w)): the search
+        # used to take that for a point above E(w) and shrink to failure.
+        ("float32", 1e-9, 1e-4),
+        ("float32", 1e-20, 1e-4),
+        ("float64", 1e-18, 1e-7),
+        # Far too long: Brent's absolute tolerance used to scale with it and
+        # stop Brent at once (a = 0.1 in float32, E = 0.613).
+        ("float32", 1e6, 1e-4),
+        ("float64", 1e6, 1e-7),
+        ("float64", 1.0, 1e-7),
+    ],
+)
+def test_exact_minimizes_whatever_the_first_trial_scale(dtype, initial_step, rtol):
+    objective = FunctionObjective(_rosen_2d, size=2, dtype=dtype)
+    w = tf.constant(_ROSEN_POINT, dtype)
+    value, gradient = objective.value_and_gradient(w)
+    d = -gradient
+    result = Exact(tolerance=1e-8).search(
+        objective, w, d, value, gradient, tf.constant(initial_step, dtype)
+    )
+    assert not bool(result.failed)
+    # SciPy's Brent on the same line, in float64.
+    w64, d64 = w.numpy().astype(np.float64), d.numpy().astype(np.float64)
+    phi = lambda t: scipy_optimize.rosen(w64 + t * d64)
+    reference = scipy_optimize.minimize_scalar(
+        phi, bracket=(0.0, 1e-3), method="brent", tol=1e-10
+    )
+    np.testing.assert_allclose(float(result.step), reference.x, rtol=rtol)
+    np.testing.assert_allclose(float(result.value), reference.fun, rtol=10 * rtol)
+    assert result.step.dtype == tf.as_dtype(dtype)
+
+
+def _steepest_descent_reference(w, iterations):
+    """Losses of steepest descent on Rosenbrock with SciPy's Brent as the
+    line minimization, in float64."""
+    losses = [scipy_optimize.rosen(w)]
+    for _ in range(iterations):
+        g = scipy_optimize.rosen_der(w)
+        line = lambda t, w=w, g=g: scipy_optimize.rosen(w - t * g)
+        t = scipy_optimize.minimize_scalar(line, bracket=(0.0, 1e-3), method="brent").x
+        w = w - t * g
+        losses.append(scipy_optimize.rosen(w))
+    return np.array(losses)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_steepest_descent_on_rosenbrock_never_fails_its_exact_search(dtype):
+    iterations = 200
+    objective = FunctionObjective(_rosen_2d, size=2, dtype=dtype)
+    w0 = np.array([-1.2, 1.0])
+    _, history = gz.SteepestDescent().minimize(
+        objective, tf.constant(w0, dtype), iterations=iterations
+    )
+    assert len(history) == iterations + 1
+    assert all(record["line_search_failed"] == 0.0 for record in history[1:])
+    losses = np.array(
+        [scipy_optimize.rosen(r["w"].astype(np.float64)) for r in history]
+    )
+    assert np.all(np.diff(losses) < 0)
+    reference = _steepest_descent_reference(w0, iterations)
+    if dtype == "float64":  # the same zigzag, step for step
+        np.testing.assert_allclose(losses[::50], reference[::50], rtol=1e-4)
+    else:  # rounding changes the zigzag, not the rate of progress
+        assert losses[-1] <= 1.5 * reference[-1]
 
 
 # -- failure cases -------------------------------------------------------

@@ -265,3 +265,24 @@ def test_wrap_rejects_non_models_and_is_idempotent():
     trainer = gz.wrap(make_model())
     assert gz.wrap(trainer) is trainer
     assert isinstance(trainer, keras.Model)
+
+
+@pytest.mark.parametrize("distributed", [False, True])
+def test_steps_per_execution_runs_the_same_iterations_in_one_call(data, mirrored, distributed):
+    """4 batches an epoch with steps_per_execution=3: calls of 3 then 1."""
+    x, y, _ = data
+    runs = []
+    for steps_per_execution in (1, 3):
+        scope = mirrored.scope() if distributed else tf.distribute.get_strategy().scope()
+        with scope:
+            model = make_model()
+            trainer = gz.wrap(model)
+            trainer.compile(
+                optimizer=Halving(), loss="mse", steps_per_execution=steps_per_execution
+            )
+        dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+        history = trainer.fit(dataset, epochs=2, verbose=0)
+        assert int(trainer.optimizer.iterations.numpy()) == 8
+        runs.append((weights(model), history.history["loss"]))
+    assert_same(runs[0][0], runs[1][0], atol=1e-6)
+    np.testing.assert_allclose(runs[0][1], runs[1][1], rtol=1e-6)

@@ -260,32 +260,18 @@ class SolverModel(keras.Model):
             bool(self.jit_compile) and self.distribute_strategy.num_replicas_in_sync == 1
         )
         step = tf.function(self._solver_step, reduce_retracing=True, jit_compile=jit_compile)
-        extra = self.steps_per_execution - 1
-
-        @tf.function(reduce_retracing=True)
-        def step_and_more(data, iterator):
-            # With steps_per_execution > 1 the further iterations run in the
-            # same graph call: Keras's per-batch Python overhead is paid once.
-            logs = self._solver_step(data)
-            for _ in tf.range(extra):
-                optional = iterator.get_next_as_optional()
-                if not optional.has_value():
-                    break
-                logs = self._solver_step(optional.get_value())
-            return logs
 
         def train_function(iterator):
-            # The first batch is taken here so that an exhausted iterator
-            # raises StopIteration, which ends Keras's epoch.
-            data = next(iterator)
-            in_graph = isinstance(iterator, (tf.data.Iterator, tf.distribute.DistributedIterator))
-            if extra and in_graph:
-                return step_and_more(data, iterator)
-            logs = step(data)
-            for _ in range(extra):
+            # steps_per_execution iterations per call: Keras's callbacks and
+            # logs handling run once per call. (The loop stays in Python: a
+            # tf.while_loop around whole solver iterations measured slower.)
+            logs = None
+            for _ in range(self.steps_per_execution):
                 try:
                     data = next(iterator)
                 except StopIteration:
+                    if logs is None:
+                        raise
                     break
                 logs = step(data)
             return logs

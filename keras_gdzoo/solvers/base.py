@@ -18,7 +18,6 @@ import math
 import os
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 # Logs key a solver sets to 1.0 when it cannot go on (damping over its cap,
@@ -291,6 +290,3 @@ class Solver(keras.optimizers.Optimizer):
                     break
         return w, history
 
-
-def flat_size(variables):
-    return int(sum(np.prod(v.shape) for v in variables))

@@ -21,147 +21,18 @@ cross-replica reduction inside a `tf.while_loop`, and line searches are
 while loops.)
 """
 
-import math
 import warnings
 
 import keras
 import tensorflow as tf
 
-from keras_gdzoo import curvature
+from keras_gdzoo import validation
+from keras_gdzoo.objectives import ModelObjective
+from keras_gdzoo.objectives import overrides_compute_loss
 from keras_gdzoo.solvers.base import STOP
-from keras_gdzoo.solvers.base import Objective
 from keras_gdzoo.solvers.base import Solver
 
-# Canonical names of the losses the curvature module knows.
-_LOSS_NAMES = {
-    "mse": "mean_squared_error",
-    "mean_squared_error": "mean_squared_error",
-    "meansquarederror": "mean_squared_error",
-    "binary_crossentropy": "binary_crossentropy",
-    "binarycrossentropy": "binary_crossentropy",
-    "categorical_crossentropy": "categorical_crossentropy",
-    "categoricalcrossentropy": "categorical_crossentropy",
-    "sparse_categorical_crossentropy": "sparse_categorical_crossentropy",
-    "sparsecategoricalcrossentropy": "sparse_categorical_crossentropy",
-}
-
-
-def _resolve_loss(loss):
-    """(per-example loss function, canonical name or None, from_logits)."""
-    if isinstance(loss, (list, tuple, dict)):
-        raise ValueError(
-            "Second-order solvers need a single loss for a single-output "
-            f"model. Received: loss={loss!r}"
-        )
-    if isinstance(loss, str):
-        function = keras.losses.get(loss)
-        name = _LOSS_NAMES.get(loss.lower())
-        return function, name, False
-    if isinstance(loss, keras.losses.Loss):
-        config = loss.get_config()
-        name = _LOSS_NAMES.get(type(loss).__name__.lower())
-        return loss.call, name, bool(config.get("from_logits", False))
-    if callable(loss):
-        name = _LOSS_NAMES.get(getattr(loss, "__name__", "").lower())
-        return loss, name, False
-    raise ValueError(f"Cannot use this loss with a solver. Received: loss={loss!r}")
-
-
-class ModelObjective(curvature.CurvatureMixin, Objective):
-    """The compiled loss of a Keras model on one batch, as a function of w.
-
-    w is the concatenation of the flattened trainable variables, in
-    `model.trainable_variables` order. Evaluations are stateless
-    (`keras.StatelessScope`): the model's variables keep their values until
-    `assign` writes the solver's result.
-
-    Attributes (besides `Objective`'s) used by `keras_gdzoo.curvature`:
-        count: the global number of examples n in the batch.
-        loss_name, from_logits: the compiled loss, for Gauss-Newton forms.
-    """
-
-    def __init__(self, model, data, strategy):
-        self.model = model
-        self.strategy = strategy
-        self.data = keras.utils.unpack_x_y_sample_weight(data)
-        self.variables = list(model.trainable_variables)
-        self.shapes = [tuple(v.shape) for v in self.variables]
-        self.sizes = [math.prod(s) for s in self.shapes]
-        self.size = int(sum(self.sizes))
-        self.dtype = tf.as_dtype(self.variables[0].dtype)
-        self._per_example, self.loss_name, self.from_logits = _resolve_loss(model.loss)
-        self.count = self.replica_sum(
-            lambda x, y, sample_weight: tf.cast(
-                tf.shape(tf.nest.flatten(x)[0])[0], self.dtype
-            )
-        )
-
-    # -- flat view ----------------------------------------------------------
-    def unflatten(self, w):
-        pieces = tf.split(w, self.sizes)
-        return [tf.reshape(p, s) for p, s in zip(pieces, self.shapes)]
-
-    def current(self):
-        return tf.concat(
-            [tf.reshape(tf.cast(v.value, self.dtype), [-1]) for v in self.variables], 0
-        )
-
-    def assign(self, w):
-        for variable, value in zip(self.variables, self.unflatten(w)):
-            variable.assign(value)
-
-    # -- distribution -------------------------------------------------------
-    def replica_sum(self, fn, *args):
-        """Run fn(x, y, sample_weight, *args) per replica and sum the results."""
-        x, y, sample_weight = self.data
-        if self.strategy.num_replicas_in_sync == 1 and not _is_distributed(x):
-            return fn(x, y, sample_weight, *args)
-        per_replica = self.strategy.run(fn, args=(x, y, sample_weight) + args)
-        return tf.nest.map_structure(
-            lambda t: self.strategy.reduce(tf.distribute.ReduceOp.SUM, t, axis=None),
-            per_replica,
-        )
-
-    # -- evaluations (inside one replica) ------------------------------------
-    def predict(self, w, x):
-        mapping = list(zip(self.variables, self.unflatten(w)))
-        with keras.StatelessScope(state_mapping=mapping):
-            return self.model(x, training=True)
-
-    def per_example_loss(self, y, y_pred, sample_weight):
-        losses = self._per_example(y, y_pred)
-        losses = tf.reshape(tf.cast(losses, self.dtype), [tf.shape(y_pred)[0], -1])
-        losses = tf.reduce_mean(losses, axis=1)
-        if sample_weight is not None:
-            losses = losses * tf.reshape(tf.cast(sample_weight, self.dtype), [-1])
-        return losses
-
-    def _local_loss(self, x, y, sample_weight, w):
-        mapping = list(zip(self.variables, self.unflatten(w)))
-        with keras.StatelessScope(state_mapping=mapping):
-            y_pred = self.model(x, training=True)
-            loss = self.model.compute_loss(x, y, y_pred, sample_weight, training=True)
-        return tf.cast(loss, self.dtype)
-
-    def _local_value_and_gradient(self, x, y, sample_weight, w):
-        with tf.GradientTape() as tape:
-            tape.watch(w)
-            loss = self._local_loss(x, y, sample_weight, w)
-        return loss, tape.gradient(loss, w)
-
-    # -- Objective ----------------------------------------------------------
-    def value(self, w):
-        return self.replica_sum(self._local_loss, w)
-
-    def value_and_gradient(self, w):
-        return self.replica_sum(self._local_value_and_gradient, w)
-
-
-def _is_distributed(value):
-    return any(
-        isinstance(v, tf.distribute.DistributedValues) for v in tf.nest.flatten(value)
-    )
-
+__all__ = ["ModelObjective", "SolverModel", "wrap"]
 
 class _SolverMonitor(keras.callbacks.Callback):
     """Stops `fit` when the solver says it cannot go on, and says why."""
@@ -187,29 +58,75 @@ class SolverModel(keras.Model):
     batch is one solver iteration on that batch; with any other optimizer
     it trains exactly like the wrapped model would.
 
+    What is minimized (see `keras_gdzoo.objectives`): the compiled loss(es)
+    plus the model's penalties (`model.losses`); or the wrapped model's own
+    `compute_loss` when it overrides it and `compile` gets no `loss`; or
+    the least-squares objective of `residuals`.
+
     Solver diagnostics (`step_size`, `damping`, `evaluations`...) are added
     to the logs, so they show in the progress bar, `History` and
     TensorBoard. When a solver cannot go on (damping over its cap, line
     search failing along -g) training stops with a warning that says why.
 
     Args:
-        model: the `keras.Model` to train.
+        model: the `keras.Model` to train. The wrapper takes its dtype
+            policy, so a float64 model trains in float64.
+        residuals: optional `fn(model, x, y)` returning a tensor or a list of
+            tensors of residuals, each [n_e, k_e]: the objective is then
+            sum_e lambda_e / (2 n_e) * sum r_e^2 (+ penalties), for every
+            solver, Levenberg-Marquardt included; compile without `loss`.
+        residual_weights: optional list of lambda_e, one per residual tensor
+            (default all 1).
+        batch_mode: whether every fit batch is the whole data set, so a
+            solver may reuse the loss and gradient its last step computed.
+            None (the default) decides per `fit` call: True when `x` is
+            in-memory data (NumPy arrays or tensors) and `batch_size` is at
+            least its length, False otherwise (datasets, generators,
+            `train_on_batch`). Pass True for a dataset that yields the same
+            full batch every step.
 
     Example:
 
     >>> trainer = keras_gdzoo.wrap(model)
     >>> trainer.compile(optimizer=keras_gdzoo.LevenbergMarquardt(), loss="mse")
-    >>> trainer.fit(x, y, batch_size=len(x), epochs=50)
-    >>> model.predict(x)
+    >>> history = trainer.fit(x, y, batch_size=len(x), epochs=2, verbose=0)
+    >>> predictions = model.predict(x, verbose=0)
     """
 
-    def __init__(self, model, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self, model, residuals=None, residual_weights=None, batch_mode=None, **kwargs):
         if not isinstance(model, keras.Model):
             raise ValueError(
                 f"Argument `model` must be a keras.Model. Received: model={model!r}"
             )
+        if residuals is not None and not callable(residuals):
+            raise ValueError(
+                "Argument `residuals` must be a function (model, x, y) -> residuals. "
+                f"Received: residuals={residuals!r}"
+            )
+        if residual_weights is not None:
+            if residuals is None:
+                raise ValueError(
+                    "Argument `residual_weights` needs `residuals`. "
+                    f"Received: residual_weights={residual_weights!r}"
+                )
+            if not isinstance(residual_weights, (list, tuple)):
+                residual_weights = [residual_weights]
+            residual_weights = [
+                validation.non_negative("residual_weights", w) for w in residual_weights
+            ]
+        if batch_mode is not None:
+            batch_mode = validation.boolean("batch_mode", batch_mode)
+        kwargs.setdefault("dtype", model.dtype_policy)
+        super().__init__(**kwargs)
         self.model = model
+        self.residuals = residuals
+        self.residual_weights = residual_weights
+        self.batch_mode = batch_mode
+        self._gz_loss = None
+        self._gz_loss_weights = None
+        self._stationary = False
+        if model.built:
+            self.built = True
 
     def call(self, inputs, training=None):
         return self.model(inputs, training=training)
@@ -225,6 +142,11 @@ class SolverModel(keras.Model):
     def get_config(self):
         config = super().get_config()
         config["model"] = keras.saving.serialize_keras_object(self.model)
+        if self.residuals is not None:
+            config["residuals"] = keras.saving.serialize_keras_object(self.residuals)
+            config["residual_weights"] = self.residual_weights
+        if self.batch_mode is not None:
+            config["batch_mode"] = self.batch_mode
         return config
 
     @classmethod
@@ -233,25 +155,109 @@ class SolverModel(keras.Model):
         model = keras.saving.deserialize_keras_object(
             config.pop("model"), custom_objects=custom_objects
         )
+        residuals = config.pop("residuals", None)
+        if residuals is not None:
+            residuals = keras.saving.deserialize_keras_object(
+                residuals, custom_objects=custom_objects
+            )
         for key in ("trainable", "dtype"):
             config.pop(key, None)
-        return cls(model, **config)
+        return cls(model, residuals=residuals, **config)
+
+    # -- compile and the objective -------------------------------------------
+    def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, **kwargs):
+        if self.residuals is not None and loss is not None:
+            raise ValueError(
+                "This wrapper minimizes its `residuals`; compile it without a `loss`. "
+                f"Received: loss={loss!r}"
+            )
+        self._gz_loss = loss
+        self._gz_loss_weights = loss_weights
+        if loss is None and self.residuals is None and isinstance(optimizer, Solver):
+            if not overrides_compute_loss(self.model):
+                raise ValueError(
+                    f"{type(optimizer).__name__} needs an objective: compile with a "
+                    "`loss`, give the wrapped model a `compute_loss` method, or wrap "
+                    "it with `keras_gdzoo.wrap(model, residuals=fn)`. Received: loss=None"
+                )
+        super().compile(optimizer=optimizer, loss=loss, loss_weights=loss_weights, **kwargs)
+        if isinstance(getattr(self.optimizer, "inner_optimizer", None), Solver):
+            # mixed_float16: Keras wraps the optimizer to scale the loss; a solver
+            # evaluates the loss itself (in float32 weights), so it needs none.
+            self.optimizer = self.optimizer.inner_optimizer
+        self._objective_loss = keras.metrics.Mean(name="loss")
+
+    def compile_from_config(self, config):
+        # As Keras's own, which skips models that override `compile`.
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if hasattr(self, "optimizer") and self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The objective on a batch: residuals, the wrapped model's own
+        `compute_loss`, or the compiled loss (any optimizer sees the same)."""
+        if self.residuals is not None:
+            objective = ModelObjective(self, (x, y, sample_weight), tf.distribute.get_strategy())
+            return objective.value(objective.current())
+        if self._gz_loss is None and overrides_compute_loss(self.model):
+            return self.model.compute_loss(x, y, y_pred, sample_weight, training=training)
+        return super().compute_loss(x, y, y_pred, sample_weight, training=training)
+
+    @property
+    def metrics(self):
+        metrics = super().metrics
+        if not self._uses_solver or not hasattr(self, "_objective_loss"):
+            return metrics
+        # The loss a solver logs is its objective at the step's start, in the
+        # weights' dtype: our own tracker, in place of Keras's compiled one.
+        return [self._objective_loss] + [m for m in metrics if m.name != "loss"]
 
     # -- training -----------------------------------------------------------
     @property
     def _uses_solver(self):
         return isinstance(getattr(self, "optimizer", None), Solver)
 
-    def fit(self, *args, callbacks=None, **kwargs):
+    def fit(self, x=None, y=None, batch_size=None, callbacks=None, **kwargs):
         if self._uses_solver:
             callbacks = list(callbacks or []) + [_SolverMonitor()]
-        return super().fit(*args, callbacks=callbacks, **kwargs)
+            if not self.trainable_variables and self.model.built:
+                raise ValueError(
+                    "The model has no trainable weights: there is nothing for "
+                    f"{type(self.optimizer).__name__} to train. Received: "
+                    f"model={self.model.name!r}"
+                )
+            stationary = self.batch_mode
+            if stationary is None:
+                stationary = _is_whole_batch(x, batch_size, kwargs)
+            self._set_stationary(stationary)
+        return super().fit(x, y, batch_size=batch_size, callbacks=callbacks, **kwargs)
+
+    def train_on_batch(self, *args, **kwargs):
+        if self._uses_solver:
+            self._set_stationary(bool(self.batch_mode))
+        return super().train_on_batch(*args, **kwargs)
+
+    def _set_stationary(self, stationary):
+        stationary = bool(stationary)
+        if stationary != self._stationary:
+            self._stationary = stationary
+            self.train_function = None  # traced for the other mode
+        if self.optimizer.built:
+            # Values kept from an earlier call were computed on other data.
+            self.optimizer.forget_evaluations()
 
     def make_train_function(self, force=False):
         if not self._uses_solver:
             return super().make_train_function(force)
         if self.train_function is not None and not force:
             return self.train_function
+        if not self.trainable_variables:
+            raise ValueError(
+                "The model has no trainable weights: there is nothing for "
+                f"{type(self.optimizer).__name__} to train. Received: "
+                f"model={self.model.name!r}"
+            )
         solver = self.optimizer
         if not solver.built:
             with self.distribute_strategy.scope():
@@ -283,30 +289,29 @@ class SolverModel(keras.Model):
         """One solver iteration on one (possibly distributed) batch."""
         strategy = self.distribute_strategy
         solver = self.optimizer
-        objective = ModelObjective(self, data, strategy)
-        x, y, sample_weight = objective.data
+        objective = ModelObjective(self, data, strategy, stationary=self._stationary)
+        w = objective.current()
 
         # Metrics (and the loss shown in the logs) at the starting point, as
-        # Keras's own train step reports them.
-        def update_metrics(x, y, sample_weight):
-            y_pred = self(x, training=True)
-            loss = self.compute_loss(x, y, y_pred, sample_weight, training=True)
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            self._loss_tracker.update_state(
-                loss * replicas,
-                sample_weight=tf.shape(tf.nest.flatten(x)[0])[0],
-            )
+        # Keras's own train step reports them; the loss is the objective.
+        def update_metrics(x, y, sample_weight, w):
+            value, y_pred = objective.local_value(x, y, sample_weight, w)
+            count = tf.cast(objective.count, value.dtype)
+            rows = tf.cast(tf.shape(tf.nest.flatten(x)[0])[0], value.dtype)
+            # This replica's share of E, as a mean over its own examples.
+            self._objective_loss.update_state(value * count / rows, sample_weight=rows)
+            if y_pred is None:
+                y_pred = self(x, training=True)
             self.compute_metrics(x, y, y_pred, sample_weight)
             return tf.constant(0)
 
-        objective.replica_sum(update_metrics)
+        objective.replica_sum(update_metrics, w)
 
-        w = objective.current()
         w_new, state, logs = solver.step(w, solver.read_state(), objective)
         finite = tf.reduce_all(tf.math.is_finite(w_new))
         w_new = tf.where(finite, w_new, w)
         objective.assign(w_new)
-        solver.write_state(state)
+        solver.write_state(_finite_state(state, solver.read_state()))
         solver.iterations.assign_add(1)
 
         logs = dict(logs)
@@ -317,16 +322,48 @@ class SolverModel(keras.Model):
         return results
 
 
-def wrap(model):
+def _finite_state(state, previous):
+    """A solver's new state, with any non-finite entry kept at its old value
+    (a solver never stores NaN or infinity: it would be saved and reused)."""
+    return {
+        key: tf.where(tf.math.is_finite(value), value, previous[key])
+        if value.dtype.is_floating
+        else value
+        for key, value in state.items()
+    }
+
+
+def _is_whole_batch(x, batch_size, fit_kwargs):
+    """Batch mode of a `fit` call: in-memory data in one batch per epoch."""
+    if fit_kwargs.get("steps_per_epoch") is not None or fit_kwargs.get("validation_split"):
+        return False
+    arrays = tf.nest.flatten(x)
+    if not arrays or not all(hasattr(a, "shape") and len(a.shape) > 0 for a in arrays):
+        return False
+    if isinstance(x, tf.data.Dataset) or any(isinstance(a, tf.data.Dataset) for a in arrays):
+        return False
+    n = int(arrays[0].shape[0])
+    if batch_size is None:
+        batch_size = 32
+    return int(batch_size) >= n
+
+
+def wrap(model, residuals=None, residual_weights=None, batch_mode=None):
     """Make `model` trainable by every keras_gdzoo solver.
 
     Args:
         model: a `keras.Model` (Sequential, functional or subclassed).
+        residuals: optional `fn(model, x, y)` of residuals for a
+            least-squares objective (see `SolverModel`).
+        residual_weights: optional weights of the residual tensors.
+        batch_mode: see `SolverModel` (None decides per `fit` call).
 
     Returns:
         A `SolverModel` that shares `model`'s weights. Compile and fit it;
         `model` itself holds the trained weights afterwards.
     """
-    if isinstance(model, SolverModel):
+    if isinstance(model, SolverModel) and residuals is None and batch_mode is None:
         return model
-    return SolverModel(model)
+    return SolverModel(
+        model, residuals=residuals, residual_weights=residual_weights, batch_mode=batch_mode
+    )

@@ -131,6 +131,18 @@ class FunctionObjective(Objective):
         return value, gradient, outer.jacobian(gradient, w)
 
 
+def reuses_evaluations(objective):
+    """Whether E and g computed at the end of one step still hold at the next.
+
+    True when every call sees the same function (`objective.stationary`: a
+    plain function, or a Keras model in batch mode): a step that already
+    evaluated E and g at the point it moved to keeps them in its state and
+    the next step starts from them instead of paying one more evaluation. A
+    mini-batch objective sees a new batch each step and must re-evaluate.
+    """
+    return bool(getattr(objective, "stationary", isinstance(objective, FunctionObjective)))
+
+
 def dense_matrix_guard(method, size, dtype, copies=1, budget_bytes=None):
     """Refuse, before allocating, an m x m matrix that would not fit.
 
@@ -165,6 +177,56 @@ def _available_memory():
 
 
 
+# The `keras.optimizers.Optimizer` arguments and their defaults. Keras applies
+# them in `Optimizer.apply`, which a solver never calls (it moves the weights
+# itself after evaluating the loss at trial points), so a solver refuses them.
+_BASE_DEFAULTS = {
+    "learning_rate": 1.0,
+    "weight_decay": None,
+    "clipnorm": None,
+    "clipvalue": None,
+    "global_clipnorm": None,
+    "use_ema": False,
+    "ema_momentum": 0.99,
+    "ema_overwrite_frequency": None,
+    "loss_scale_factor": None,
+    "gradient_accumulation_steps": None,
+}
+
+_WHY = {
+    "learning_rate": "it has no learning rate (its step length comes from its "
+    "line search, damping or step-size rule)",
+    "weight_decay": "add a `kernel_regularizer` to the layers instead: the "
+    "penalty is then part of the objective the solver minimizes",
+    "clipnorm": "it does not take gradient steps that could be clipped",
+    "clipvalue": "it does not take gradient steps that could be clipped",
+    "global_clipnorm": "it does not take gradient steps that could be clipped",
+    "use_ema": "it keeps no moving average of the weights",
+    "ema_momentum": "it keeps no moving average of the weights",
+    "ema_overwrite_frequency": "it keeps no moving average of the weights",
+    "loss_scale_factor": "it evaluates the loss itself, unscaled",
+    "gradient_accumulation_steps": "one fit batch is one iteration; pass a "
+    "larger batch instead",
+}
+
+
+def _is_default(key, value, default):
+    if key == "learning_rate":
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and value == 1.0
+    return value is default or value == default
+
+
+def _refuse_base_arguments(solver, kwargs):
+    for key in list(kwargs):
+        if key not in _BASE_DEFAULTS:
+            raise ValueError(f"{solver} got an unexpected argument `{key}`. Received: {key}={kwargs[key]!r}")
+        if key == "learning_rate" or not _is_default(key, kwargs[key], _BASE_DEFAULTS[key]):
+            raise ValueError(
+                f"Argument `{key}` is not supported by {solver}: {_WHY[key]}. "
+                f"Received: {key}={kwargs[key]!r}"
+            )
+
+
 class Solver(keras.optimizers.Optimizer):
     """Base class of full-batch solvers.
 
@@ -190,9 +252,25 @@ class Solver(keras.optimizers.Optimizer):
     stop_message = "the solver cannot make progress"
 
     def __init__(self, name=None, **kwargs):
-        kwargs.setdefault("learning_rate", 1.0)
-        super().__init__(name=name, **kwargs)
+        _refuse_base_arguments(type(self).__name__, kwargs)
+        # Keras's base class needs a learning rate; no solver has one (a
+        # placeholder that nothing reads, kept out of `get_config`).
+        super().__init__(learning_rate=1.0, name=name)
         self._solver_state = {}
+
+    def get_config(self):
+        config = super().get_config()
+        return {key: value for key, value in config.items() if key not in _BASE_DEFAULTS}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        # Files written before solvers refused the base arguments hold them
+        # with Keras's defaults (and the placeholder learning rate 1.0).
+        config = dict(config)
+        for key, default in _BASE_DEFAULTS.items():
+            if key in config and _is_default(key, config[key], default):
+                config.pop(key)
+        return cls(**config)
 
     # -- to implement -------------------------------------------------------
     def state_spec(self, size, dtype):
@@ -241,6 +319,12 @@ class Solver(keras.optimizers.Optimizer):
             key: tf.fill(shape, tf.constant(initial, dtype)) if shape else tf.constant(initial, dtype)
             for key, (shape, initial) in self.state_spec(size, dtype).items()
         }
+
+    def forget_evaluations(self):
+        """Drop E and g kept from the last step (the data changed)."""
+        variable = self._solver_state.get("point_known")
+        if variable is not None:
+            variable.assign(tf.zeros_like(variable))
 
     def apply(self, grads, trainable_variables=None):
         raise ValueError(

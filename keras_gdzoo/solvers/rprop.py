@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from keras_gdzoo.solvers.base import STOP
 from keras_gdzoo.solvers.base import Solver
+from keras_gdzoo.solvers.base import reuses_evaluations
 
 VARIANTS = ("rprop+", "rprop-", "irprop+", "irprop-")
 
@@ -162,6 +163,13 @@ class Rprop(Solver):
             "previous_gradient": ([size], 0.0),
             "previous_update": ([size], 0.0),
             "previous_loss": ([], 0.0),
+            # E and g at the weights the last step moved to: the step
+            # evaluates there anyway (a step whose loss is not finite is
+            # undone), and on a stationary objective the next step starts
+            # from them instead of evaluating again.
+            "point_value": ([], 0.0),
+            "point_gradient": ([size], 0.0),
+            "point_known": ([], 0.0),
         }
 
     def step(self, w, state, objective):
@@ -175,9 +183,21 @@ class Rprop(Solver):
         previous_update = state["previous_update"]
         previous_loss = state["previous_loss"]
 
-        loss, gradient = objective.value_and_gradient(w)
-        loss = tf.cast(loss, dtype)
-        gradient = tf.reshape(tf.cast(gradient, dtype), [-1])
+        stationary = reuses_evaluations(objective)
+
+        def evaluate(at):
+            value, slope = objective.value_and_gradient(at)
+            return tf.cast(value, dtype), tf.reshape(tf.cast(slope, dtype), [-1])
+
+        if stationary:
+            known = state["point_known"] > 0
+            loss, gradient = tf.cond(
+                known,
+                lambda: (state["point_value"], state["point_gradient"]),
+                lambda: evaluate(w),
+            )
+        else:
+            loss, gradient = evaluate(w)
         finite = tf.math.is_finite(loss) & tf.reduce_all(tf.math.is_finite(gradient))
 
         agreement = tf.sign(previous_gradient) * tf.sign(gradient)
@@ -202,7 +222,18 @@ class Rprop(Solver):
             backtrack = tf.zeros_like(sign_change)
         update = tf.where(backtrack, -previous_update, update)
         proposed = w + update
-        accepted = finite & tf.reduce_all(tf.math.is_finite(proposed))
+        # The proposed point is evaluated before it is kept, so fit never
+        # ends on weights whose loss is not finite.
+        if stationary:
+            proposed_loss, proposed_gradient = evaluate(proposed)
+        else:
+            proposed_loss = tf.cast(objective.value(proposed), dtype)
+            proposed_gradient = tf.zeros_like(gradient)
+        accepted = (
+            finite
+            & tf.reduce_all(tf.math.is_finite(proposed))
+            & tf.math.is_finite(proposed_loss)
+        )
 
         # Rejected: go back to the last point (whose loss was finite) when
         # this one is not finite, else stay; shrink every step; forget g, Dw.
@@ -218,6 +249,11 @@ class Rprop(Solver):
             "previous_gradient": tf.where(accepted, stored_gradient, zeros),
             "previous_update": tf.where(accepted, update, zeros),
             "previous_loss": tf.where(finite, loss, previous_loss),
+            "point_value": tf.where(accepted, proposed_loss, loss),
+            "point_gradient": tf.where(accepted, proposed_gradient, gradient),
+            "point_known": tf.cast(
+                stationary & (accepted | (finite & tf.reduce_all(tf.equal(w_new, w)))), dtype
+            ),
         }
         nothing_to_undo = tf.reduce_all(tf.equal(previous_update, 0))
 
@@ -229,7 +265,12 @@ class Rprop(Solver):
             "sign_changes": count(sign_change),
             "backtracked": count(backtrack),
             "nonfinite": tf.cast(tf.logical_not(accepted), dtype),
-            "evaluations": tf.constant(1.0, dtype),
+            # The start (unless kept from the last step) and the proposal.
+            "evaluations": (
+                tf.where(known, tf.constant(1.0, dtype), tf.constant(2.0, dtype))
+                if stationary
+                else tf.constant(2.0, dtype)
+            ),
             STOP: tf.cast(tf.logical_not(finite) & nothing_to_undo, dtype),
         }
         return w_new, state_new, logs

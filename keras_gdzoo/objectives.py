@@ -1,0 +1,594 @@
+"""What `gz.wrap(model)` minimizes: the objective of a Keras model on a batch.
+
+`ModelObjective` is the `keras_gdzoo.solvers.Objective` a solver sees when
+Keras's `fit` drives it: E(w) on the current batch as a function of one flat
+weight vector w (the trainable variables, flattened and concatenated in
+`model.trainable_variables` order). Evaluations are stateless
+(`keras.StatelessScope`): the model's variables keep their values until
+`assign` writes the solver's result.
+
+Three kinds of objective, chosen by how the wrapper was built and compiled:
+
+* **compiled losses** (`trainer.compile(loss=...)`, one loss or one per
+  output as a list or dict, with `loss_weights`):
+  E = sum_j lambda_j * 1/n sum_i s_i L_j(y_ij, f_j(x_i; w)) + P(w), with
+  lambda_j the loss weights (1 by default), s_i the sample weights and P the
+  model's penalties (`model.losses`: `kernel_regularizer` and the like,
+  `add_loss`). The per-example losses are computed here in the weights'
+  dtype, so a float64 model keeps float64 all the way (Keras's compiled loss
+  would compute in the global float type).
+* **the wrapped model's own `compute_loss`** (a subclassed model that
+  overrides it, the usual Keras 3 way to write a physics-informed loss; then
+  `compile` takes no `loss`): E(w) is what that method returns, evaluated
+  at w. The method may differentiate the model with respect to its inputs
+  (nested `tf.GradientTape`); it sees the trial weights through the
+  stateless scope.
+* **residuals** (`gz.wrap(model, residuals=fn)`): `fn(model, x, y)` returns
+  a tensor or a list of tensors r_e of shape [n_e, k_e] (or [n_e]); then
+
+      E(w) = sum_e lambda_e / (2 n_e) * sum_{i < n_e, k < k_e} r_e[i, k]^2 + P(w)
+
+  with lambda_e the `residual_weights` (1 by default) and n_e the global
+  number of rows of entry e: each entry is a mean over its rows, so
+  interior and boundary points of a PDE count as two means whatever their
+  numbers. Gauss-Newton: g = sum_e lambda_e/n_e J_e' r_e and
+  A = sum_e lambda_e/n_e J_e' J_e with J_e the Jacobian of entry e's rows.
+
+The curvature the second-order solvers ask for (`gauss_newton`, `hessian`)
+always includes P: its exact gradient and Hessian (for L2 and L1 penalties
+the Hessian is also their Gauss-Newton term, 2*l2*I and 0).
+
+Distribution: every evaluation runs on each replica's shard with
+`strategy.run` and the pieces are summed (`strategy.reduce`), the data
+terms divided by the global number of examples, so E is the mean over the
+global batch whatever the shard sizes.
+"""
+
+import math
+
+import keras
+import tensorflow as tf
+
+from keras_gdzoo import curvature
+from keras_gdzoo.solvers.base import Objective
+
+# Canonical names of the losses the curvature module knows.
+_LOSS_NAMES = {
+    "mse": "mean_squared_error",
+    "mean_squared_error": "mean_squared_error",
+    "meansquarederror": "mean_squared_error",
+    "binary_crossentropy": "binary_crossentropy",
+    "binarycrossentropy": "binary_crossentropy",
+    "categorical_crossentropy": "categorical_crossentropy",
+    "categoricalcrossentropy": "categorical_crossentropy",
+    "sparse_categorical_crossentropy": "sparse_categorical_crossentropy",
+    "sparsecategoricalcrossentropy": "sparse_categorical_crossentropy",
+}
+
+_REDUCTIONS = ("sum_over_batch_size", "sum")
+
+
+class LossTerm:
+    """One compiled loss: per-example function, name, weight and reduction."""
+
+    def __init__(self, loss, weight=1.0, output=None):
+        self.loss = loss
+        self.weight = float(weight)
+        self.output = output
+        self.reduction = "sum_over_batch_size"
+        self.from_logits = False
+        if isinstance(loss, str):
+            self.function = keras.losses.get(loss)
+            self.name = _LOSS_NAMES.get(loss.lower())
+        elif isinstance(loss, keras.losses.Loss):
+            config = loss.get_config()
+            self.function = loss.call
+            self.name = _LOSS_NAMES.get(type(loss).__name__.lower())
+            self.from_logits = bool(config.get("from_logits", False))
+            self.reduction = config.get("reduction", "sum_over_batch_size")
+            if self.reduction not in _REDUCTIONS:
+                raise ValueError(
+                    "Full-batch solvers support the loss reductions "
+                    f"{', '.join(map(repr, _REDUCTIONS))}. Received: "
+                    f"reduction={self.reduction!r} for loss={loss!r}"
+                )
+        elif callable(loss):
+            self.function = loss
+            self.name = _LOSS_NAMES.get(getattr(loss, "__name__", "").lower())
+        else:
+            raise ValueError(f"Cannot use this loss with a solver. Received: loss={loss!r}")
+
+    def describe(self):
+        if isinstance(self.loss, str):
+            return self.loss
+        return self.name or getattr(self.loss, "name", None) or getattr(
+            self.loss, "__name__", repr(self.loss)
+        )
+
+
+def loss_terms(loss, loss_weights, output_names):
+    """The compiled loss as a list of `LossTerm`s, one per output."""
+    if isinstance(loss, dict):
+        unknown = sorted(set(loss) - set(output_names))
+        if unknown:
+            raise ValueError(
+                f"The loss names outputs {unknown} that the model does not have "
+                f"(outputs: {list(output_names)}). Received: loss={loss!r}"
+            )
+        weights = loss_weights or {}
+        if not isinstance(weights, dict):
+            weights = dict(zip(output_names, weights))
+        return [
+            LossTerm(loss[name], weights.get(name, 1.0), output=index)
+            for index, name in enumerate(output_names)
+            if loss.get(name) is not None
+        ]
+    if isinstance(loss, (list, tuple)):
+        if len(loss) != len(output_names):
+            raise ValueError(
+                f"The model has {len(output_names)} outputs; a list of losses needs "
+                f"one per output. Received: loss={loss!r}"
+            )
+        weights = loss_weights or [1.0] * len(loss)
+        if isinstance(weights, dict):
+            weights = [weights.get(name, 1.0) for name in output_names]
+        return [
+            LossTerm(item, weight, output=index)
+            for index, (item, weight) in enumerate(zip(loss, weights))
+            if item is not None
+        ]
+    weight = 1.0
+    if isinstance(loss_weights, (int, float)):
+        weight = loss_weights
+    elif isinstance(loss_weights, (list, tuple)) and len(loss_weights) == 1:
+        weight = loss_weights[0]
+    if len(output_names) > 1:
+        # One loss for every output, as Keras applies it.
+        return [LossTerm(loss, weight, output=index) for index in range(len(output_names))]
+    return [LossTerm(loss, weight, output=None)]
+
+
+def _outputs(y_pred):
+    """The model output as a list of tensors (one per output)."""
+    if isinstance(y_pred, dict):
+        return list(y_pred.values())
+    if isinstance(y_pred, (list, tuple)):
+        return list(y_pred)
+    return [y_pred]
+
+
+def _select(structure, index, names):
+    """Output `index` of a per-output structure (targets, sample weights)."""
+    if structure is None or index is None:
+        return structure
+    if isinstance(structure, dict):
+        return structure.get(names[index])
+    if isinstance(structure, (list, tuple)):
+        return structure[index]
+    return structure
+
+
+def _rows(t):
+    static = t.shape[0]
+    return static if static is not None else tf.shape(t)[0]
+
+
+class ModelObjective(curvature.CurvatureMixin, Objective):
+    """The objective of a wrapped Keras model on one batch, as a function of w.
+
+    Args:
+        model: the `SolverModel` (its `.model` is the wrapped network; its
+            compile arguments and `residuals` define the objective).
+        data: the batch, `(x, y, sample_weight)` or any form
+            `keras.utils.unpack_x_y_sample_weight` accepts.
+        strategy: the `tf.distribute` strategy (the default one without).
+        stationary: True when the batch is the whole data set every step
+            (batch mode): solvers may then reuse E and g from their last step.
+
+    Attributes (besides `Objective`'s) used by `keras_gdzoo.curvature`:
+        count: the global number of examples n in the batch.
+        loss_name, from_logits: the compiled loss, for Gauss-Newton forms.
+    """
+
+    def __init__(self, model, data, strategy, stationary=False):
+        self.model = model
+        self.network = getattr(model, "model", model)
+        self.strategy = strategy
+        self.stationary = bool(stationary)
+        self.data = keras.utils.unpack_x_y_sample_weight(data)
+        self.variables = list(model.trainable_variables)
+        if not self.variables:
+            raise ValueError(
+                "The model has no trainable weights: there is nothing for a solver "
+                f"to train. Received: model={self.network.name!r} with "
+                f"{len(model.weights)} non-trainable weights"
+            )
+        self.shapes = [tuple(v.shape) for v in self.variables]
+        self.sizes = [math.prod(s) for s in self.shapes]
+        self.size = int(sum(self.sizes))
+        self.dtype = tf.as_dtype(self.variables[0].dtype)
+        self.kind, self.terms, self.residuals, self.residual_weights = _objective_of(model)
+        self.output_names = list(getattr(self.network, "output_names", None) or [])
+        single = self.kind == "compiled" and len(self.terms) == 1 and self.terms[0].output is None
+        self.loss_name = self.terms[0].name if single else None
+        self.from_logits = self.terms[0].from_logits if single else False
+        self.count = self.replica_sum(
+            lambda x, y, sample_weight: tf.cast(_rows(tf.nest.flatten(x)[0]), self.dtype)
+        )
+
+    # -- flat view ----------------------------------------------------------
+    def unflatten(self, w):
+        pieces = tf.split(w, self.sizes)
+        return [
+            tf.cast(tf.reshape(p, s), v.dtype)
+            for p, s, v in zip(pieces, self.shapes, self.variables)
+        ]
+
+    def current(self):
+        return tf.concat(
+            [tf.reshape(tf.cast(v.value, self.dtype), [-1]) for v in self.variables], 0
+        )
+
+    def assign(self, w):
+        for variable, value in zip(self.variables, self.unflatten(w)):
+            variable.assign(value)
+
+    def _scope(self, w):
+        return keras.StatelessScope(state_mapping=list(zip(self.variables, self.unflatten(w))))
+
+    # -- distribution -------------------------------------------------------
+    def replica_sum(self, fn, *args):
+        """Run fn(x, y, sample_weight, *args) per replica and sum the results."""
+        x, y, sample_weight = self.data
+        if self.strategy.num_replicas_in_sync == 1 and not _is_distributed(x):
+            return fn(x, y, sample_weight, *args)
+        per_replica = self.strategy.run(fn, args=(x, y, sample_weight) + args)
+        return tf.nest.map_structure(
+            lambda t: self.strategy.reduce(tf.distribute.ReduceOp.SUM, t, axis=None),
+            per_replica,
+        )
+
+    def _local_data(self, structure):
+        """The first replica's shard of a (possibly distributed) structure."""
+        return tf.nest.map_structure(
+            lambda t: self.strategy.experimental_local_results(t)[0] if _is_distributed(t) else t,
+            structure,
+        )
+
+    def _replicas(self):
+        return float(self.strategy.num_replicas_in_sync)
+
+    # -- one replica's pieces -------------------------------------------------
+    def forward(self, w, x):
+        """(model output, penalty sum(model.losses)) at weights w."""
+        with self._scope(w):
+            y_pred = self.network(x, training=True)
+            losses = self.network.losses
+        penalty = tf.add_n([tf.cast(p, self.dtype) for p in losses]) if losses else None
+        return y_pred, penalty
+
+    @property
+    def multi_output(self):
+        """Whether the compiled losses are per output of a multi-output model."""
+        return any(term.output is not None for term in self.terms)
+
+    def predict(self, w, x):
+        """The model output at w; several outputs flattened and concatenated
+        into one [n, K] tensor (what `keras_gdzoo.curvature` works on)."""
+        y_pred, _ = self.forward(w, x)
+        outputs = _outputs(y_pred)
+        if len(outputs) == 1:
+            return outputs[0]
+        return tf.concat([tf.reshape(o, [_rows(o), -1]) for o in outputs], axis=1)
+
+    def _split(self, y_pred_flat):
+        """The per-output tensors of a flattened concatenated output."""
+        shapes = self._output_shapes()
+        sizes = [max(1, math.prod(s[1:])) for s in shapes]
+        pieces = tf.split(y_pred_flat, sizes, axis=1)
+        return [tf.reshape(p, [_rows(p)] + list(s[1:])) for p, s in zip(pieces, shapes)]
+
+    def _output_shapes(self):
+        if not hasattr(self, "_shapes_cache"):
+            one = tf.nest.map_structure(lambda t: t[:1], self._local_data(self.data[0]))
+            spec = self.network.compute_output_spec(one)
+            self._shapes_cache = [tuple(s.shape) for s in _outputs(spec)]
+        return self._shapes_cache
+
+    def per_example_loss(self, y, y_pred, sample_weight):
+        """[n] weighted per-example data losses, sum_j lambda_j s_ij L_ij."""
+        if isinstance(y_pred, (list, tuple, dict)):
+            outputs = _outputs(y_pred)
+        elif self.multi_output:
+            outputs = self._split(y_pred)
+        else:
+            outputs = [y_pred]
+        total = None
+        for term in self.terms:
+            index = term.output
+            prediction = outputs[0 if index is None else index]
+            target = _select(y, index, self.output_names)
+            weights = _select(sample_weight, index, self.output_names)
+            losses = term.function(target, prediction)
+            losses = tf.reshape(tf.cast(losses, self.dtype), [_rows(prediction), -1])
+            losses = tf.reduce_mean(losses, axis=1)
+            if weights is not None:
+                losses = losses * tf.reshape(tf.cast(weights, self.dtype), [-1])
+            if term.reduction == "sum":
+                # Keras's "sum" is not divided by n: undo the 1/n applied later.
+                losses = losses * tf.cast(self.count, self.dtype)
+            losses = term.weight * losses
+            total = losses if total is None else total + losses
+        return total
+
+    def local_value(self, x, y, sample_weight, w):
+        """This replica's share of E(w) (its terms summed over replicas give
+        E), and the model output."""
+        if self.kind == "residuals":
+            return self._residual_value(x, y, w), None
+        if self.kind == "custom":
+            with self._scope(w):
+                y_pred = self.network(x, training=True)
+                loss = self.network.compute_loss(x, y, y_pred, sample_weight, training=True)
+            rows = tf.cast(_rows(tf.nest.flatten(x)[0]), self.dtype)
+            return tf.cast(loss, self.dtype) * rows / tf.cast(self.count, self.dtype), y_pred
+        y_pred, penalty = self.forward(w, x)
+        outputs = _outputs(y_pred)
+        prediction = outputs if self.multi_output else outputs[0]
+        value = tf.reduce_sum(self.per_example_loss(y, prediction, sample_weight))
+        value = value / tf.cast(self.count, self.dtype)
+        if penalty is not None:
+            value = value + penalty / self._replicas()
+        return value, y_pred
+
+    def _local_loss(self, x, y, sample_weight, w):
+        return self.local_value(x, y, sample_weight, w)[0]
+
+    def _local_value_and_gradient(self, x, y, sample_weight, w):
+        with tf.GradientTape() as tape:
+            tape.watch(w)
+            value = self._local_loss(x, y, sample_weight, w)
+        return value, tape.gradient(value, w)
+
+    # -- residual objectives ------------------------------------------------
+    def _entries(self, x, y, w):
+        with self._scope(w):
+            entries = self.residuals(self.network, x, y)
+            losses = self.network.losses
+        entries = entries if isinstance(entries, (list, tuple)) else [entries]
+        if self.residual_weights is not None and len(self.residual_weights) != len(entries):
+            raise ValueError(
+                f"`residual_weights` has {len(self.residual_weights)} entries but the "
+                f"residual function returned {len(entries)} tensors. Received: "
+                f"residual_weights={self.residual_weights!r}"
+            )
+        shaped = []
+        for index, entry in enumerate(entries):
+            entry = tf.cast(entry, self.dtype)
+            if entry.shape.rank == 1:
+                entry = entry[:, None]
+            if entry.shape.rank != 2:
+                raise ValueError(
+                    "Each residual tensor must have shape [n_i, k_i] (or [n_i]). "
+                    f"Received: residual {index} of shape {entry.shape}"
+                )
+            shaped.append(entry)
+        penalty = tf.add_n([tf.cast(p, self.dtype) for p in losses]) if losses else None
+        return shaped, penalty
+
+    def _weights(self, count):
+        if self.residual_weights is None:
+            return [1.0] * count
+        return list(self.residual_weights)
+
+    def residual_rows(self, w):
+        """The global number of rows n_e of every residual entry, [E]."""
+        def local(x, y, sample_weight, w):
+            entries, _ = self._entries(x, y, w)
+            return tf.stack([tf.cast(_rows(e), self.dtype) for e in entries])
+
+        return self.replica_sum(local, w)
+
+    def _residual_value(self, x, y, w, rows=None):
+        rows = self.residual_rows(w) if rows is None else rows
+        entries, penalty = self._entries(x, y, w)
+        weights = self._weights(len(entries))
+        value = tf.add_n(
+            [
+                weight / (2.0 * rows[i]) * tf.reduce_sum(e * e)
+                for i, (e, weight) in enumerate(zip(entries, weights))
+            ]
+        )
+        if penalty is not None:
+            value = value + penalty / self._replicas()
+        return value
+
+    def _residual_gauss_newton(self, w):
+        rows = self.residual_rows(w)
+
+        def local(x, y, sample_weight, w):
+            w_local = tf.identity(w)
+            with tf.GradientTape(persistent=True) as tape:
+                tape.watch(w_local)
+                entries, _ = self._entries(x, y, w_local)
+                weights = self._weights(len(entries))
+                scaled = [
+                    tf.reshape(e, [-1]) * tf.sqrt(weight / rows[i])
+                    for i, (e, weight) in enumerate(zip(entries, weights))
+                ]
+                stacked = tf.concat(scaled, 0)
+            jacobian = tape.jacobian(stacked, w_local, experimental_use_pfor=True)
+            del tape
+            value = 0.5 * tf.reduce_sum(stacked * stacked)
+            gradient = tf.linalg.matvec(jacobian, stacked, transpose_a=True)
+            return value, gradient, tf.matmul(jacobian, jacobian, transpose_a=True)
+
+        return self.replica_sum(local, w)
+
+    # -- penalties ----------------------------------------------------------
+    def _local_penalty_curvature(self, x, y, sample_weight, w):
+        """(P, dP/dw, d2P/dw2) of this replica's penalties, each / replicas."""
+        w_local = tf.identity(w)
+        with tf.GradientTape() as outer:
+            outer.watch(w_local)
+            with tf.GradientTape() as inner:
+                inner.watch(w_local)
+                if self.kind == "residuals":
+                    _, penalty = self._entries(x, y, w_local)
+                else:
+                    _, penalty = self.forward(w_local, x)
+                if penalty is None:
+                    penalty = tf.zeros([], self.dtype)
+                penalty = penalty / self._replicas()
+            gradient = inner.gradient(penalty, w_local, unconnected_gradients="zero")
+        hessian = outer.jacobian(
+            gradient, w_local, experimental_use_pfor=True, unconnected_gradients="zero"
+        )
+        return penalty, gradient, hessian
+
+    def has_penalty(self):
+        """Whether the model has penalties (`model.losses`) to add to the
+        curvature (a custom `compute_loss` includes its own)."""
+        if not hasattr(self, "_has_penalty"):
+            x = self.data[0]
+            if self.kind == "custom":
+                self._has_penalty = False
+            elif self.kind == "residuals" or _is_distributed(x):
+                self._has_penalty = True
+            else:
+                one = tf.nest.map_structure(lambda t: t[:1], x)
+                _, penalty = self.forward(self.current(), one)
+                self._has_penalty = penalty is not None
+        return self._has_penalty
+
+    def _add_penalty(self, value, gradient, matrix, w, scale):
+        if self.kind == "custom" or not self.has_penalty():
+            return value, gradient, matrix
+        scale = scale() if callable(scale) else scale
+        penalty, slope, curvature_ = self.replica_sum(self._local_penalty_curvature, w)
+        return (
+            value + scale * penalty,
+            gradient + scale * slope,
+            matrix + scale * curvature.symmetrize(curvature_),
+        )
+
+    # -- Objective ----------------------------------------------------------
+    def value(self, w):
+        return self.replica_sum(self._local_loss, w)
+
+    def value_and_gradient(self, w):
+        return self.replica_sum(self._local_value_and_gradient, w)
+
+    def gauss_newton(self, w):
+        if self.kind == "residuals":
+            value, gradient, matrix = self._residual_gauss_newton(w)
+            return self._add_penalty(value, gradient, symmetrize(matrix), w, 1.0)
+        if self.kind == "custom":
+            raise ValueError(
+                "Levenberg-Marquardt needs a least-squares form of the loss, which a "
+                "custom `compute_loss` does not give. Use `keras_gdzoo.wrap(model, "
+                "residuals=fn)` with the residuals of your loss, or Newton / a "
+                "first-order solver."
+            )
+        self._check_targets()
+        value, gradient, matrix = super().gauss_newton(w)
+        return self._add_penalty(value, gradient, matrix, w, self._penalty_scale)
+
+    def gauss_newton_sample_space(self, w):
+        self._check_targets()
+        return super().gauss_newton_sample_space(w)
+
+    def prefers_sample_space(self, w):
+        if self.kind != "compiled" or self.loss_name is None or self.has_penalty():
+            # Penalties (and residual entries) are added to A in parameter space.
+            return False
+        return super().prefers_sample_space(w)
+
+    def hessian(self, w):
+        if self.kind == "compiled":
+            value, gradient, matrix = super().hessian(w)
+            return self._add_penalty(value, gradient, matrix, w, 1.0)
+
+        def local(x, y, sample_weight, w):
+            w_local = tf.identity(w)
+            with tf.GradientTape() as outer:
+                outer.watch(w_local)
+                value, gradient = self._local_value_and_gradient(x, y, sample_weight, w_local)
+            return value, gradient, outer.jacobian(gradient, w_local, experimental_use_pfor=True)
+
+        value, gradient, matrix = self.replica_sum(local, w)
+        return value, gradient, symmetrize(matrix)
+
+    # -- checks -------------------------------------------------------------
+    def _penalty_scale(self):
+        """Penalties in the units of the Gauss-Newton value: the lecture's
+        E = 1/(2n) sum e'e is K/2 times Keras's mean squared error."""
+        if self.loss_name == "mean_squared_error":
+            shapes = self._output_shapes()
+            return 0.5 * max(1, math.prod(shapes[0][1:]))
+        return 1.0
+
+    def _check_gauss_newton_loss(self):
+        if self.loss_name is not None or self.kind != "compiled":
+            return super()._check_gauss_newton_loss()
+        for term in self.terms:
+            if term.name not in curvature.GAUSS_NEWTON_LOSSES or (
+                not term.from_logits
+                and term.name in ("categorical_crossentropy", "sparse_categorical_crossentropy")
+            ):
+                raise ValueError(
+                    "Levenberg-Marquardt on a model with several outputs needs a "
+                    "Gauss-Newton form for each output's loss: mean squared error, "
+                    "binary cross-entropy, or a categorical cross-entropy with "
+                    f"from_logits=True. Received: loss={term.describe()!r} for output "
+                    f"{term.output}"
+                )
+
+    def _check_targets(self):
+        if self.loss_name != "mean_squared_error":
+            return
+        y = self._local_data(self.data[1])
+        if isinstance(y, tf.Tensor) or hasattr(y, "shape"):
+            target = tuple(y.shape[1:])
+            output = self._output_shapes()[0][1:]
+            if None in target or None in output:
+                return
+            if math.prod(target) != math.prod(output) and math.prod(target) != 1:
+                raise ValueError(
+                    "The targets and the model output differ in size per example: "
+                    f"targets of shape {tuple(y.shape)} against an output of shape "
+                    f"{self._output_shapes()[0]}. The mean squared error needs one "
+                    "target per output."
+                )
+
+
+def symmetrize(matrix):
+    return curvature.symmetrize(matrix)
+
+
+def _is_distributed(value):
+    return any(isinstance(v, tf.distribute.DistributedValues) for v in tf.nest.flatten(value))
+
+
+def overrides_compute_loss(network):
+    """Whether a (subclassed) model defines its own `compute_loss`."""
+    return type(network).compute_loss is not keras.Model.compute_loss
+
+
+def _objective_of(trainer):
+    """(kind, loss terms, residual function, residual weights) of a wrapper."""
+    residuals = getattr(trainer, "residuals", None)
+    if residuals is not None:
+        return "residuals", [], residuals, getattr(trainer, "residual_weights", None)
+    network = getattr(trainer, "model", trainer)
+    loss = getattr(trainer, "_gz_loss", None)
+    if loss is None and overrides_compute_loss(network):
+        return "custom", [], None, None
+    if loss is None:
+        raise ValueError(
+            "A solver needs an objective: compile with a `loss`, give the wrapped "
+            "model a `compute_loss` method, or wrap it with `residuals=`. "
+            "Received: loss=None"
+        )
+    names = list(getattr(network, "output_names", None) or ["output"])
+    return "compiled", loss_terms(loss, getattr(trainer, "_gz_loss_weights", None), names), None, None

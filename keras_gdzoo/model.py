@@ -116,7 +116,7 @@ class SolverModel(keras.Model):
             ]
         if batch_mode is not None:
             batch_mode = validation.boolean("batch_mode", batch_mode)
-        kwargs.setdefault("dtype", model.dtype_policy)
+        kwargs.setdefault("dtype", _policy_of(model))
         super().__init__(**kwargs)
         self.model = model
         self.residuals = residuals
@@ -285,6 +285,27 @@ class SolverModel(keras.Model):
         self.train_function = train_function
         return train_function
 
+    def _update_metrics(self, x, y, sample_weight, objective, w):
+        """Update the loss (the objective, in the weights' dtype) and the
+        compiled metrics on this replica's shard."""
+        value, y_pred = objective.local_value(x, y, sample_weight, w)
+        count = tf.cast(objective.count, value.dtype)
+        rows = tf.cast(tf.shape(tf.nest.flatten(x)[0])[0], value.dtype)
+        # This replica's share of E, as a mean over its own examples.
+        self._objective_loss.update_state(value * count / rows, sample_weight=rows)
+        if y_pred is None:
+            y_pred = self(x, training=True)
+        self.compute_metrics(x, y, y_pred, sample_weight)
+        return tf.constant(0)
+
+    def test_step(self, data):
+        if not self._uses_solver:
+            return super().test_step(data)
+        # evaluate() reports the same objective as fit's logs.
+        objective = ModelObjective(self, data, tf.distribute.get_strategy())
+        objective.replica_sum(self._update_metrics, objective, objective.current())
+        return self.get_metrics_result()
+
     def _solver_step(self, data):
         """One solver iteration on one (possibly distributed) batch."""
         strategy = self.distribute_strategy
@@ -294,18 +315,7 @@ class SolverModel(keras.Model):
 
         # Metrics (and the loss shown in the logs) at the starting point, as
         # Keras's own train step reports them; the loss is the objective.
-        def update_metrics(x, y, sample_weight, w):
-            value, y_pred = objective.local_value(x, y, sample_weight, w)
-            count = tf.cast(objective.count, value.dtype)
-            rows = tf.cast(tf.shape(tf.nest.flatten(x)[0])[0], value.dtype)
-            # This replica's share of E, as a mean over its own examples.
-            self._objective_loss.update_state(value * count / rows, sample_weight=rows)
-            if y_pred is None:
-                y_pred = self(x, training=True)
-            self.compute_metrics(x, y, y_pred, sample_weight)
-            return tf.constant(0)
-
-        objective.replica_sum(update_metrics, w)
+        objective.replica_sum(self._update_metrics, objective, w)
 
         w_new, state, logs = solver.step(w, solver.read_state(), objective)
         finite = tf.reduce_all(tf.math.is_finite(w_new))
@@ -320,6 +330,17 @@ class SolverModel(keras.Model):
         results = dict(self.get_metrics_result())
         results.update(logs)
         return results
+
+
+def _policy_of(model):
+    """The wrapped model's dtype policy; for a model built from layers of
+    another float type than its own policy (float64 layers under the float32
+    default), that of its weights."""
+    policy = model.dtype_policy
+    dtypes = {v.dtype for v in model.weights}
+    if len(dtypes) == 1 and policy.variable_dtype not in dtypes:
+        return dtypes.pop()
+    return policy
 
 
 def _finite_state(state, previous):

@@ -242,6 +242,10 @@ class ModelObjective(curvature.CurvatureMixin, Objective):
         x, y, sample_weight = self.data
         if self.strategy.num_replicas_in_sync == 1 and not _is_distributed(x):
             return fn(x, y, sample_weight, *args)
+        if not tf.distribute.in_cross_replica_context():
+            # Already on one replica (Keras's evaluate): sum with the others.
+            context = tf.distribute.get_replica_context()
+            return context.all_reduce(tf.distribute.ReduceOp.SUM, fn(x, y, sample_weight, *args))
         per_replica = self.strategy.run(fn, args=(x, y, sample_weight) + args)
         return tf.nest.map_structure(
             lambda t: self.strategy.reduce(tf.distribute.ReduceOp.SUM, t, axis=None),
@@ -291,8 +295,9 @@ class ModelObjective(curvature.CurvatureMixin, Objective):
     def _output_shapes(self):
         if not hasattr(self, "_shapes_cache"):
             one = tf.nest.map_structure(lambda t: t[:1], self._local_data(self.data[0]))
-            spec = self.network.compute_output_spec(one)
-            self._shapes_cache = [tuple(s.shape) for s in _outputs(spec)]
+            one = tf.nest.map_structure(tf.convert_to_tensor, one)
+            y_pred, _ = self.forward(self.current(), one)
+            self._shapes_cache = [(None,) + tuple(o.shape[1:]) for o in _outputs(y_pred)]
         return self._shapes_cache
 
     def per_example_loss(self, y, y_pred, sample_weight):

@@ -20,8 +20,15 @@ both alike:
 * update only: `optimizer.apply_gradients` of fixed gradients inside one
   `tf.function`, which isolates the optimizer's own cost.
 
+With `--sparse`, the cost of merging duplicate indices instead: an
+`Embedding`-style IndexedSlices gradient (vocabulary 20,000 x 64, 2,048 token
+slices per batch drawn from a Zipf law, so frequent tokens repeat), update
+only, against the Keras built-in (which squares the slices before summing
+duplicates, so its update is wrong; it is only the cost baseline).
+
 Run: python benchmarks/bench_optimizers.py [--repeats 30] [--steps 10]
      [--jit-compile] (XLA; Keras's default "auto" is off on CPU-only machines)
+     [--sparse]
 """
 
 import argparse
@@ -137,6 +144,52 @@ class UpdateOnly:
         self.variables[0].numpy()
 
 
+SPARSE_PAIRS = [
+    ("GD", lambda: gz.GradientDescent(0.01), lambda: keras.optimizers.SGD(0.01)),
+    (
+        "AdaGrad",
+        lambda: gz.AdaGrad(0.01, epsilon=EPSILON),
+        lambda: keras.optimizers.Adagrad(0.01, epsilon=EPSILON),
+    ),
+    (
+        "Adam",
+        lambda: gz.Adam(1e-3, epsilon=EPSILON),
+        lambda: keras.optimizers.Adam(1e-3, epsilon=EPSILON),
+    ),
+]
+VOCABULARY, WIDTH, TOKENS = 20_000, 64, 2_048
+
+
+class SparseUpdate:
+    """`run(k)`: k apply_gradients of one fixed IndexedSlices gradient of an
+    embedding table, in one tf.function."""
+
+    def __init__(self, optimizer, jit_compile):
+        rng = np.random.default_rng(2)
+        self.table = keras.Variable(
+            rng.normal(size=(VOCABULARY, WIDTH)).astype("float32"), name="table"
+        )
+        tokens = np.minimum(rng.zipf(1.3, size=TOKENS) - 1, VOCABULARY - 1)
+        self.repeats = TOKENS - len(np.unique(tokens))
+        self.gradient = tf.IndexedSlices(
+            tf.constant(1e-3 * rng.normal(size=(TOKENS, WIDTH)).astype("float32")),
+            tf.constant(tokens.astype("int32")),
+            tf.constant([VOCABULARY, WIDTH]),
+        )
+        optimizer.build([self.table])
+
+        @tf.function(jit_compile=jit_compile)
+        def run(steps):
+            for _ in tf.range(steps):
+                optimizer.apply_gradients([(self.gradient, self.table)])
+
+        self._run = run
+
+    def run(self, steps):
+        self._run(tf.constant(steps))
+        self.table.numpy()[0, 0]
+
+
 def time_pair(ours, theirs, steps, repeats):
     """Per-step times of a pair run back to back in alternating order.
 
@@ -174,7 +227,10 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--jit-compile", action="store_true")
+    parser.add_argument("--sparse", action="store_true")
     args = parser.parse_args(argv)
+    if args.sparse:
+        return sparse_main(args)
 
     keras.utils.set_random_seed(0)
     weights = mlp().get_weights()
@@ -218,6 +274,33 @@ def main(argv=None):
             UpdateOnly(make(), weights, False).graph_size() for make in (ours, theirs)
         ]
         print(f"{name:<10} {a:>4} / {b:<4} vs {c:>4} / {d}")
+
+
+def sparse_main(args):
+    repeats = SparseUpdate(gz.GradientDescent(0.01), False).repeats
+    print(
+        f"Embedding {VOCABULARY} x {WIDTH}, {TOKENS} token slices per batch "
+        f"({repeats} of them repeat a token), update only, "
+        f"jit_compile={args.jit_compile}, medians over {args.repeats} "
+        f"alternating repeats x {args.steps} steps"
+    )
+    header = (
+        f"{'optimizer':<10} {'gz ms/step':>11} {'keras ms/step':>14} "
+        f"{'gz/keras wall':>14} {'gz/keras cpu':>13}"
+    )
+    print(header)
+    print("-" * len(header))
+    for name, ours, theirs in SPARSE_PAIRS:
+        ours_time, theirs_time, wall_ratio, cpu_ratio = time_pair(
+            SparseUpdate(ours(), args.jit_compile),
+            SparseUpdate(theirs(), args.jit_compile),
+            args.steps,
+            args.repeats,
+        )
+        print(
+            f"{name:<10} {1e3 * ours_time:>11.3f} {1e3 * theirs_time:>14.3f} "
+            f"{wall_ratio:>14.3f} {cpu_ratio:>13.3f}"
+        )
 
 
 if __name__ == "__main__":

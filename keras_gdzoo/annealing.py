@@ -24,6 +24,12 @@ Example:
 >>> history = model.fit(x, y, epochs=12, callbacks=[keras_gdzoo.StepDecay(0.5, 5)])
 >>> history.history["learning_rate"]    # 0.1 for epochs 0-4, 0.05 for 5-9, 0.025 for 10-11
 
+Only an optimizer with a learning rate can be annealed: a full-batch solver
+(a `keras_gdzoo.solvers.Solver`, driven through `gz.wrap`) takes its step
+from a line search, a damping or per-weight step sizes, so the callbacks
+refuse one with a `ValueError` when training begins, rather than log a
+falling rate that changes nothing.
+
 Resuming: a0 is always the rate of epoch 0. When `fit` starts at epoch 0, a0
 is the optimizer's rate at that moment. When it starts at epoch E > 0
 (`initial_epoch=E`), the optimizer is taken to hold the rate the schedule gave
@@ -37,6 +43,7 @@ example when resuming with a freshly built optimizer.
 import keras
 
 from keras_gdzoo import schedules
+from keras_gdzoo import validation
 
 
 class _Annealing(keras.callbacks.Callback):
@@ -50,7 +57,7 @@ class _Annealing(keras.callbacks.Callback):
     def __init__(self, initial_learning_rate=None):
         super().__init__()
         if initial_learning_rate is not None:
-            initial_learning_rate = schedules._check_positive(
+            initial_learning_rate = validation.positive(
                 "initial_learning_rate", initial_learning_rate
             )
         self.initial_learning_rate = initial_learning_rate
@@ -60,7 +67,21 @@ class _Annealing(keras.callbacks.Callback):
         return float(keras.ops.convert_to_numpy(self._decay(epoch)))
 
     def on_train_begin(self, logs=None):
-        learning_rate = self.model.optimizer.learning_rate
+        # Imported here: the solvers are a heavier part of the package that
+        # this callback needs only for the check.
+        from keras_gdzoo.solvers import Solver
+
+        optimizer = self.model.optimizer
+        if isinstance(optimizer, Solver):
+            raise ValueError(
+                f"{type(self).__name__} anneals a learning rate, but the "
+                f"optimizer is the solver {type(optimizer).__name__}, and a "
+                "solver has no learning rate (its step comes from a line "
+                "search, a damping or a per-weight step size), so the "
+                "falling rate would change nothing. Use the callback with a "
+                "per-parameter optimizer (gz.GradientDescent, gz.Adam, ...)."
+            )
+        learning_rate = optimizer.learning_rate
         if not isinstance(learning_rate, keras.Variable):
             raise ValueError(
                 f"{type(self).__name__} sets the optimizer's learning rate at "

@@ -30,6 +30,8 @@ import random
 
 import keras
 
+from keras_gdzoo import validation
+
 # Gain per activation, the lecture's table (Glorot & Bengio, 2010). The logistic
 # sigmoid gets 4 because its slope at 0 is 1/4 where tanh's is 1.
 GAINS = {
@@ -40,28 +42,6 @@ GAINS = {
     "sigmoid": 4.0,
     "logistic": 4.0,
 }
-
-
-def _check_positive(name, value):
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ValueError(
-            f"Argument `{name}` must be a positive number. Received: {name}={value!r}"
-        )
-    return float(value)
-
-
-def _check_activation(activation):
-    if activation not in GAINS:
-        raise ValueError(
-            f"Argument `activation` must be one of {tuple(GAINS)}. "
-            f"Received: activation={activation!r}"
-        )
-    return activation
 
 
 def compute_fans(shape):
@@ -93,15 +73,14 @@ class _RandomInitializer(keras.initializers.Initializer):
     def __init__(self, seed=None):
         if isinstance(seed, dict):
             seed = keras.saving.deserialize_keras_object(seed)
-        if seed is not None and (
-            isinstance(seed, bool)
-            or not isinstance(seed, (int, keras.random.SeedGenerator))
-        ):
-            raise ValueError(
-                "Argument `seed` must be an integer, a "
-                "`keras.random.SeedGenerator` or None. "
-                f"Received: seed={seed!r}"
-            )
+        if seed is not None and not isinstance(seed, keras.random.SeedGenerator):
+            if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+                raise ValueError(
+                    "Argument `seed` must be an integer, a "
+                    "`keras.random.SeedGenerator` or None. "
+                    f"Received: seed={seed!r}"
+                )
+            seed = int(seed)  # a NumPy integer too, stored (and saved) as an int
         self._init_seed = seed
         self.seed = random.randint(1, 10**9) if seed is None else seed
 
@@ -126,7 +105,7 @@ class Normal(_RandomInitializer):
     """
 
     def __init__(self, stddev=0.05, seed=None):
-        self.stddev = _check_positive("stddev", stddev)
+        self.stddev = validation.positive_number("stddev", stddev)
         super().__init__(seed=seed)
 
     def __call__(self, shape, dtype=None):
@@ -157,7 +136,7 @@ class TruncatedNormal(_RandomInitializer):
     """
 
     def __init__(self, stddev=0.05, seed=None):
-        self.stddev = _check_positive("stddev", stddev)
+        self.stddev = validation.positive_number("stddev", stddev)
         super().__init__(seed=seed)
 
     def __call__(self, shape, dtype=None):
@@ -179,7 +158,7 @@ class Uniform(_RandomInitializer):
     """
 
     def __init__(self, limit=0.05, seed=None):
-        self.limit = _check_positive("limit", limit)
+        self.limit = validation.positive_number("limit", limit)
         super().__init__(seed=seed)
 
     def __call__(self, shape, dtype=None):
@@ -223,7 +202,7 @@ class XavierNormal(_RandomInitializer):
     """
 
     def __init__(self, activation="tanh", seed=None):
-        self.activation = _check_activation(activation)
+        self.activation = validation.choice("activation", activation, tuple(GAINS))
         super().__init__(seed=seed)
 
     def stddev(self, shape):
@@ -266,7 +245,7 @@ class XavierUniform(_RandomInitializer):
     """
 
     def __init__(self, activation="tanh", seed=None):
-        self.activation = _check_activation(activation)
+        self.activation = validation.choice("activation", activation, tuple(GAINS))
         super().__init__(seed=seed)
 
     def limit(self, shape):

@@ -23,50 +23,13 @@ Example:
 >>> model.compile(optimizer=keras.optimizers.SGD(schedule), loss="mse")
 """
 
-import math
-import numbers
-
 import keras
+
+from keras_gdzoo import validation
 
 # The rate is computed in float32, like Keras's built-in schedules; the
 # optimizer casts it to each variable's dtype.
 _DTYPE = "float32"
-
-
-def _is_number(value):
-    return (
-        isinstance(value, numbers.Real)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-    )
-
-
-def _check_positive(name, value):
-    if not _is_number(value) or value <= 0:
-        raise ValueError(
-            f"Argument `{name}` must be a positive number. Received: {name}={value!r}"
-        )
-    return float(value)
-
-
-def _check_factor(factor):
-    if not _is_number(factor) or not 0 < factor <= 1:
-        raise ValueError(f"Argument `factor` must be in (0, 1]. Received: factor={factor!r}")
-    return float(factor)
-
-
-def _check_every(every):
-    if isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 1:
-        raise ValueError(
-            f"Argument `every` must be a positive integer. Received: every={every!r}"
-        )
-    return int(every)
-
-
-def _check_k(k):
-    if not _is_number(k) or k < 0:
-        raise ValueError(f"Argument `k` must be a number >= 0. Received: k={k!r}")
-    return float(k)
 
 
 @keras.saving.register_keras_serializable(package="keras_gdzoo", name="schedules.StepDecay")
@@ -91,11 +54,11 @@ class StepDecay(keras.optimizers.schedules.LearningRateSchedule):
 
     def __init__(self, initial_learning_rate, factor=0.5, every=5):
         super().__init__()
-        self.initial_learning_rate = _check_positive(
+        self.initial_learning_rate = validation.positive(
             "initial_learning_rate", initial_learning_rate
         )
-        self.factor = _check_factor(factor)
-        self.every = _check_every(every)
+        self.factor = validation.open_closed_unit("factor", factor)
+        self.every = validation.integer("every", every, minimum=1)
 
     def __call__(self, step):
         tau = keras.ops.cast(step, _DTYPE)
@@ -132,10 +95,10 @@ class ExponentialDecay(keras.optimizers.schedules.LearningRateSchedule):
 
     def __init__(self, initial_learning_rate, k):
         super().__init__()
-        self.initial_learning_rate = _check_positive(
+        self.initial_learning_rate = validation.positive(
             "initial_learning_rate", initial_learning_rate
         )
-        self.k = _check_k(k)
+        self.k = validation.non_negative("k", k)
 
     def __call__(self, step):
         tau = keras.ops.cast(step, _DTYPE)
@@ -164,10 +127,10 @@ class InverseTimeDecay(keras.optimizers.schedules.LearningRateSchedule):
 
     def __init__(self, initial_learning_rate, k):
         super().__init__()
-        self.initial_learning_rate = _check_positive(
+        self.initial_learning_rate = validation.positive(
             "initial_learning_rate", initial_learning_rate
         )
-        self.k = _check_k(k)
+        self.k = validation.non_negative("k", k)
 
     def __call__(self, step):
         tau = keras.ops.cast(step, _DTYPE)

@@ -87,7 +87,7 @@ def open_interval(name, value, low, high, low_name=None, high_name=None):
 
 def boolean(name, value):
     """A Python (or NumPy) bool."""
-    if type(value).__name__ == "bool_":  # numpy.bool_
+    if type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_"):
         value = bool(value)
     if not isinstance(value, bool):
         raise ValueError(f"Argument `{name}` must be a bool. Received: {name}={value!r}")
@@ -108,3 +108,22 @@ def learning_rate(value):
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return value
     return positive("learning_rate", value)
+
+
+def open_closed_unit(name, value):
+    """0 < value <= 1."""
+    value = real(name, value)
+    if not 0 < value <= 1:
+        raise ValueError(f"Argument `{name}` must be in (0, 1]. Received: {name}={value}")
+    return value
+
+
+def positive_number(name, value):
+    """0 < value < inf, with one message, "must be a positive number",
+    whatever is wrong (a string, NaN, infinity, 0): the initializers' wording."""
+    try:
+        return positive(name, value)
+    except ValueError:
+        raise ValueError(
+            f"Argument `{name}` must be a positive number. Received: {name}={value!r}"
+        ) from None

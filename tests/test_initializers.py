@@ -278,3 +278,25 @@ def test_error_quotes_the_value():
         gz.initializers.Normal(stddev=0)
     with pytest.raises(ValueError, match=r"Received: activation='elu'"):
         gz.initializers.XavierNormal(activation="elu")
+
+
+def test_numpy_scalars_are_accepted():
+    """np.float32(0.1) is a number like 0.1: same config, same draws."""
+    for cls, argument in [
+        (gz.initializers.Normal, "stddev"),
+        (gz.initializers.TruncatedNormal, "stddev"),
+        (gz.initializers.Uniform, "limit"),
+    ]:
+        ours = cls(**{argument: np.float32(0.25)}, seed=np.int64(7))
+        plain = cls(**{argument: 0.25}, seed=7)
+        assert ours.get_config() == plain.get_config()
+        assert type(ours.get_config()[argument]) is float
+        assert type(ours.get_config()["seed"]) is int
+        np.testing.assert_array_equal(_draw(ours, (3, 4)), _draw(plain, (3, 4)))
+
+
+@pytest.mark.parametrize("value", [float("inf"), -float("inf"), float("nan"), np.float32("inf")])
+def test_non_finite_values_are_refused_by_name(value):
+    for cls, argument in [(gz.initializers.Normal, "stddev"), (gz.initializers.Uniform, "limit")]:
+        with pytest.raises(ValueError, match=rf"Argument `{argument}` must .*Received: {argument}="):
+            cls(**{argument: value})

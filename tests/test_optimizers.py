@@ -519,6 +519,30 @@ def test_message_is_the_documented_keras_wording():
     )
 
 
+@pytest.mark.parametrize("name,cls,kwargs,_,__", OPTIMIZERS, ids=IDS)
+def test_numpy_scalars_are_accepted(name, cls, kwargs, _, __):
+    """np.float32(0.9) is a number like 0.9: the same config (plain Python
+    floats, so it serializes) as the Python floats give."""
+    as_numpy = {
+        k: np.bool_(v) if isinstance(v, bool) else np.float32(v) for k, v in kwargs.items()
+    }
+    config = cls(**as_numpy).get_config()
+    plain = cls(**kwargs).get_config()
+    for key, value in kwargs.items():
+        assert config[key] == pytest.approx(plain[key], rel=1e-7), key
+        assert type(config[key]) is type(value), key  # float or bool, not np.float32
+
+
+@pytest.mark.parametrize("name,cls,kwargs,_,__", OPTIMIZERS, ids=IDS)
+def test_non_finite_hyper_parameters_are_refused_by_name(name, cls, kwargs, _, __):
+    for key in kwargs:
+        if key == "dampened":
+            continue
+        for value in (float("inf"), float("nan"), np.float32("-inf")):
+            with pytest.raises(ValueError, match=rf"Argument `{key}` must .*Received: {key}="):
+                cls(**{**kwargs, key: value})
+
+
 def test_boundary_values_are_accepted():
     gz.Momentum(momentum=0.0)
     gz.NesterovMomentum(momentum=0.0)
@@ -628,3 +652,104 @@ def test_mirrored_strategy_matches_one_device(name, cls, kwargs, _, __, mirrored
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
         moved = moved or np.abs(want - start).max() > 1e-3
     assert moved
+
+
+def _embedding_model(seed=0):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential(
+        [
+            keras.Input((4,), dtype="int32"),
+            keras.layers.Embedding(6, 3),
+            keras.layers.Flatten(),
+            keras.layers.Dense(1),
+        ]
+    )
+
+
+@pytest.mark.parametrize("name,cls,kwargs,_,__", OPTIMIZERS, ids=IDS)
+def test_sparse_gradient_with_repeated_indices_matches_dense(name, cls, kwargs, _, __):
+    """Embedding gradients are IndexedSlices with one slice per token; a
+    token seen twice in a batch must count as (a + b), not as two slices
+    (which gives a^2 + b^2 once squared, |a| + |b| once made absolute).
+    The sparse run and the same optimizer fed the densified gradient
+    (tf.convert_to_tensor sums duplicate slices) must agree."""
+    x = np.array([[1, 1, 2, 1], [3, 2, 2, 0]], dtype="int32")  # 1 and 2 repeat
+    y = np.array([[1.0], [-2.0]], dtype="float32")
+    models, optimizers = [_embedding_model(), _embedding_model()], [cls(**kwargs), cls(**kwargs)]
+    repeated = False
+    for _ in range(4):
+        for sparse, model, optimizer in zip((True, False), models, optimizers):
+            with tf.GradientTape() as tape:
+                loss = keras.ops.mean((model(x) - y) ** 2)
+            grads = tape.gradient(loss, model.trainable_variables)
+            if sparse:
+                assert isinstance(grads[0], tf.IndexedSlices)
+                indices = grads[0].indices.numpy()
+                repeated = repeated or len(np.unique(indices)) < len(indices)
+            else:
+                grads = [tf.convert_to_tensor(g) for g in grads]
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+    assert repeated
+    for got, want in zip(models[0].get_weights(), models[1].get_weights()):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("clip", [dict(clipnorm=0.05), dict(global_clipnorm=0.05)], ids=str)
+def test_sparse_gradient_is_clipped_by_its_true_norm(clip):
+    """Duplicate indices are merged before Keras clips the gradient, so the
+    norm is that of the dense gradient (a + b), not sqrt(a^2 + b^2)."""
+    x = np.array([[1, 1, 2, 1], [3, 2, 2, 0]], dtype="int32")
+    y = np.array([[1.0], [-2.0]], dtype="float32")
+    models = [_embedding_model(), _embedding_model()]
+    optimizers = [gz.GradientDescent(0.5, **clip), gz.GradientDescent(0.5, **clip)]
+    for sparse, model, optimizer in zip((True, False), models, optimizers):
+        with tf.GradientTape() as tape:
+            loss = keras.ops.mean((model(x) - y) ** 2)
+        grads = tape.gradient(loss, model.trainable_variables)
+        assert isinstance(grads[0], tf.IndexedSlices)
+        if not sparse:
+            grads = [tf.convert_to_tensor(g) for g in grads]
+        # The clip is active: the embedding gradient is longer than 0.05.
+        assert np.linalg.norm(tf.convert_to_tensor(grads[0]).numpy()) > 0.1
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+    for got, want in zip(models[0].get_weights(), models[1].get_weights()):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+def test_sparse_gradient_under_mirrored_strategy_matches_one_device(mirrored):
+    """Two replicas that both see token 1: the all-reduce of their
+    IndexedSlices repeats index 1, and the update still equals one device's."""
+    x = np.array([[1, 1, 2, 1], [3, 1, 2, 0]], dtype="int32")
+    y = np.array([[1.0], [-2.0]], dtype="float32")
+    single = _embedding_model()
+    single.compile(optimizer=gz.AdaGrad(0.3, epsilon=1e-3), loss="mse", run_eagerly=True)
+    single.fit(x, y, batch_size=2, epochs=3, shuffle=False, verbose=0)
+    with mirrored.scope():
+        replicated = _embedding_model()
+        replicated.compile(optimizer=gz.AdaGrad(0.3, epsilon=1e-3), loss="mse", jit_compile=False)
+    replicated.fit(x, y, batch_size=2, epochs=3, shuffle=False, verbose=0)
+    for got, want in zip(replicated.get_weights(), single.get_weights()):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_sparse_gradient_under_xla():
+    """The merge (tf.unique + unsorted_segment_sum) compiles with XLA and
+    gives the eager run's weights."""
+    x = np.array([[1, 1, 2, 1], [3, 2, 2, 0]], dtype="int32")
+    y = np.array([[1.0], [-2.0]], dtype="float32")
+    runs = []
+    for jit_compile in (False, True):
+        model = _embedding_model()
+        model.compile(
+            optimizer=gz.AdaGrad(0.3, epsilon=1e-3),
+            loss="mse",
+            jit_compile=jit_compile,
+            run_eagerly=not jit_compile,
+        )
+        for _ in range(3):
+            model.train_on_batch(x, y)
+        runs.append(model.get_weights())
+    for got, want in zip(*runs):
+        assert np.all(np.isfinite(got))
+        # XLA reorders float32 sums: agreement to rounding, not to the bit.
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

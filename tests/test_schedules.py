@@ -346,3 +346,56 @@ INVALID = [
 def test_invalid_arguments_are_refused_by_name(make, argument, value):
     with pytest.raises(ValueError, match=rf"Argument `{argument}` must .*Received: {argument}="):
         make(value)
+
+
+@pytest.mark.parametrize(
+    "make, argument, value",
+    [
+        (lambda v: gz.schedules.StepDecay(v), "initial_learning_rate", -INF),
+        (lambda v: gz.schedules.StepDecay(0.1, factor=v), "factor", INF),
+        (lambda v: gz.schedules.ExponentialDecay(0.1, v), "k", INF),
+        (lambda v: gz.StepDecay(initial_learning_rate=v), "initial_learning_rate", INF),
+    ],
+)
+def test_non_finite_arguments_are_refused_by_name(make, argument, value):
+    with pytest.raises(ValueError, match=rf"Argument `{argument}` must .*Received: {argument}="):
+        make(value)
+
+
+def test_numpy_scalars_are_accepted():
+    schedule = gz.schedules.StepDecay(np.float32(0.5), factor=np.float64(0.5), every=np.int64(2))
+    assert schedule.get_config() == {"initial_learning_rate": 0.5, "factor": 0.5, "every": 2}
+    assert all(type(v) in (float, int) for v in schedule.get_config().values())
+    np.testing.assert_allclose(
+        [float(keras.ops.convert_to_numpy(schedule(t))) for t in range(5)],
+        step_decay(0.5, 0.5, 2, range(5)),
+        rtol=1e-6,
+    )
+    assert gz.schedules.ExponentialDecay(0.1, np.float32(0.25)).k == 0.25
+    assert gz.schedules.InverseTimeDecay(np.float16(0.5), np.int32(1)).get_config() == {
+        "initial_learning_rate": 0.5,
+        "k": 1.0,
+    }
+    callback = gz.StepDecay(np.float32(0.5), np.int64(3), initial_learning_rate=np.float64(0.1))
+    assert callback.get_config() == {"factor": 0.5, "every": 3, "initial_learning_rate": 0.1}
+
+
+@pytest.mark.parametrize(
+    "callback",
+    [gz.StepDecay(0.5, 1), gz.ExponentialDecay(0.5), gz.InverseTimeDecay(1.0)],
+    ids=["step", "exponential", "inverse_time"],
+)
+def test_callback_refuses_a_solver(callback):
+    """A solver (LM here) has no learning rate: annealing one would log a
+    falling rate that changes nothing, so the callback refuses it by name
+    before the first epoch, and the weights are left as they were."""
+    x, y = _data()
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    trainer = gz.wrap(model)
+    trainer.compile(optimizer=gz.LevenbergMarquardt(), loss="mse")
+    before = model.get_weights()
+    with pytest.raises(ValueError, match=r"LevenbergMarquardt.*no learning rate"):
+        trainer.fit(x, y, batch_size=len(x), epochs=2, callbacks=[callback], verbose=0)
+    for got, want in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(got, want)

@@ -4,11 +4,12 @@ averaged squared weight changes."""
 import keras
 from keras import ops
 
-from keras_gdzoo.optimizers import _validation
+from keras_gdzoo import validation
+from keras_gdzoo.optimizers.base import PerParameterOptimizer
 
 
 @keras.saving.register_keras_serializable(package="keras_gdzoo")
-class AdaDelta(keras.optimizers.Optimizer):
+class AdaDelta(PerParameterOptimizer):
     """AdaDelta.
 
     For every weight w_j, with g_j = dE/dw_j on the current batch,
@@ -55,13 +56,13 @@ class AdaDelta(keras.optimizers.Optimizer):
         **kwargs,
     ):
         super().__init__(
-            learning_rate=_validation.learning_rate(learning_rate),
+            learning_rate=validation.learning_rate(learning_rate),
             name=name,
             **kwargs,
         )
-        self.rho = _validation.open_unit("rho", rho)
-        self.epsilon = _validation.non_negative("epsilon", epsilon)
-        self.initial_delta = _validation.non_negative("initial_delta", initial_delta)
+        self.rho = validation.open_unit("rho", rho)
+        self.epsilon = validation.non_negative("epsilon", epsilon)
+        self.initial_delta = validation.non_negative("initial_delta", initial_delta)
         if self.epsilon == 0 and self.initial_delta == 0:
             raise ValueError(
                 "Arguments `epsilon` and `initial_delta` cannot both be 0: "
@@ -89,7 +90,7 @@ class AdaDelta(keras.optimizers.Optimizer):
 
     def update_step(self, gradient, variable, learning_rate):
         lr = ops.cast(learning_rate, variable.dtype)
-        gradient = ops.cast(gradient, variable.dtype)
+        gradient = self._gradient(gradient, variable)
         index = self._get_variable_index(variable)
         grad_average = self._grad_averages[index]
         delta_average = self._delta_averages[index]

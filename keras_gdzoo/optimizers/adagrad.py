@@ -3,11 +3,12 @@
 import keras
 from keras import ops
 
-from keras_gdzoo.optimizers import _validation
+from keras_gdzoo import validation
+from keras_gdzoo.optimizers.base import PerParameterOptimizer
 
 
 @keras.saving.register_keras_serializable(package="keras_gdzoo")
-class AdaGrad(keras.optimizers.Optimizer):
+class AdaGrad(PerParameterOptimizer):
     """AdaGrad (adaptive gradient).
 
     For every weight w_j, with g_j = dE/dw_j on the current batch,
@@ -37,11 +38,11 @@ class AdaGrad(keras.optimizers.Optimizer):
 
     def __init__(self, learning_rate=0.01, epsilon=1e-8, name=None, **kwargs):
         super().__init__(
-            learning_rate=_validation.learning_rate(learning_rate),
+            learning_rate=validation.learning_rate(learning_rate),
             name=name,
             **kwargs,
         )
-        self.epsilon = _validation.non_negative("epsilon", epsilon)
+        self.epsilon = validation.non_negative("epsilon", epsilon)
 
     def build(self, var_list):
         if self.built:
@@ -53,7 +54,7 @@ class AdaGrad(keras.optimizers.Optimizer):
 
     def update_step(self, gradient, variable, learning_rate):
         lr = ops.cast(learning_rate, variable.dtype)
-        gradient = ops.cast(gradient, variable.dtype)
+        gradient = self._gradient(gradient, variable)
         accumulator = self._accumulators[self._get_variable_index(variable)]
         self.assign_add(accumulator, ops.square(gradient))
         self.assign_sub(

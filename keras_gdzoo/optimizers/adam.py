@@ -3,10 +3,11 @@
 import keras
 from keras import ops
 
-from keras_gdzoo.optimizers import _validation
+from keras_gdzoo import validation
+from keras_gdzoo.optimizers.base import PerParameterOptimizer
 
 
-class _AdamFamily(keras.optimizers.Optimizer):
+class _AdamFamily(PerParameterOptimizer):
     """Shared construction, slots and config of Adam, Adamax and Nadam."""
 
     # Name of the second-moment slot (Adamax keeps an infinity norm instead).
@@ -16,13 +17,13 @@ class _AdamFamily(keras.optimizers.Optimizer):
         self, learning_rate, beta_1, beta_2, epsilon, name=None, **kwargs
     ):
         super().__init__(
-            learning_rate=_validation.learning_rate(learning_rate),
+            learning_rate=validation.learning_rate(learning_rate),
             name=name,
             **kwargs,
         )
-        self.beta_1 = _validation.half_open_unit("beta_1", beta_1)
-        self.beta_2 = _validation.half_open_unit("beta_2", beta_2)
-        self.epsilon = _validation.non_negative("epsilon", epsilon)
+        self.beta_1 = validation.half_open_unit("beta_1", beta_1)
+        self.beta_2 = validation.half_open_unit("beta_2", beta_2)
+        self.epsilon = validation.non_negative("epsilon", epsilon)
 
     def build(self, var_list):
         if self.built:
@@ -115,7 +116,7 @@ class Adam(_AdamFamily):
     def update_step(self, gradient, variable, learning_rate):
         dtype = variable.dtype
         lr = ops.cast(learning_rate, dtype)
-        gradient = ops.cast(gradient, dtype)
+        gradient = self._gradient(gradient, variable)
         step = self._step(dtype)
         beta_1_power = self._power(self.beta_1, step)
         beta_2_power = self._power(self.beta_2, step)
@@ -172,7 +173,7 @@ class Adamax(_AdamFamily):
     def update_step(self, gradient, variable, learning_rate):
         dtype = variable.dtype
         lr = ops.cast(learning_rate, dtype)
-        gradient = ops.cast(gradient, dtype)
+        gradient = self._gradient(gradient, variable)
         alpha = lr / (1.0 - self._power(self.beta_1, self._step(dtype)))
         index = self._get_variable_index(variable)
         m = self._momentums[index]
@@ -227,7 +228,7 @@ class Nadam(_AdamFamily):
     def update_step(self, gradient, variable, learning_rate):
         dtype = variable.dtype
         lr = ops.cast(learning_rate, dtype)
-        gradient = ops.cast(gradient, dtype)
+        gradient = self._gradient(gradient, variable)
         step = self._step(dtype)
         beta_1_power = self._power(self.beta_1, step)
         second_correction = 1.0 - self._power(self.beta_2, step)

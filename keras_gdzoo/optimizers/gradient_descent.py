@@ -3,11 +3,12 @@
 import keras
 from keras import ops
 
-from keras_gdzoo.optimizers import _validation
+from keras_gdzoo import validation
+from keras_gdzoo.optimizers.base import PerParameterOptimizer
 
 
 @keras.saving.register_keras_serializable(package="keras_gdzoo")
-class GradientDescent(keras.optimizers.Optimizer):
+class GradientDescent(PerParameterOptimizer):
     """Plain gradient descent with a fixed (or scheduled) learning rate.
 
     With w the weights, g = dE/dw the gradient on the current batch and
@@ -35,19 +36,19 @@ class GradientDescent(keras.optimizers.Optimizer):
 
     def __init__(self, learning_rate=0.01, name=None, **kwargs):
         super().__init__(
-            learning_rate=_validation.learning_rate(learning_rate),
+            learning_rate=validation.learning_rate(learning_rate),
             name=name,
             **kwargs,
         )
 
     def update_step(self, gradient, variable, learning_rate):
         lr = ops.cast(learning_rate, variable.dtype)
-        gradient = ops.cast(gradient, variable.dtype)
+        gradient = self._gradient(gradient, variable)
         self.assign_sub(variable, ops.multiply(gradient, lr))
 
 
 @keras.saving.register_keras_serializable(package="keras_gdzoo")
-class Momentum(keras.optimizers.Optimizer):
+class Momentum(PerParameterOptimizer):
     """Gradient descent with momentum (the "heavy ball").
 
     With g = dE/dw on the current batch, a = `learning_rate`,
@@ -93,17 +94,17 @@ class Momentum(keras.optimizers.Optimizer):
         self, learning_rate=0.01, momentum=0.9, dampened=False, name=None, **kwargs
     ):
         super().__init__(
-            learning_rate=_validation.learning_rate(learning_rate),
+            learning_rate=validation.learning_rate(learning_rate),
             name=name,
             **kwargs,
         )
-        self.dampened = _validation.boolean("dampened", dampened)
-        if dampened:
-            self.momentum = _validation.open_unit(
+        self.dampened = validation.boolean("dampened", dampened)
+        if self.dampened:
+            self.momentum = validation.open_unit(
                 "momentum", momentum, when=" when dampened=True"
             )
         else:
-            self.momentum = _validation.non_negative("momentum", momentum)
+            self.momentum = validation.non_negative("momentum", momentum)
 
     def build(self, var_list):
         if self.built:
@@ -115,7 +116,7 @@ class Momentum(keras.optimizers.Optimizer):
 
     def update_step(self, gradient, variable, learning_rate):
         lr = ops.cast(learning_rate, variable.dtype)
-        gradient = ops.cast(gradient, variable.dtype)
+        gradient = self._gradient(gradient, variable)
         if self.dampened:
             lr = ops.multiply(lr, 1.0 - self.momentum)
         d = self._velocities[self._get_variable_index(variable)]
@@ -131,7 +132,7 @@ class Momentum(keras.optimizers.Optimizer):
 
 
 @keras.saving.register_keras_serializable(package="keras_gdzoo")
-class NesterovMomentum(keras.optimizers.Optimizer):
+class NesterovMomentum(PerParameterOptimizer):
     """Nesterov accelerated gradient (NAG).
 
     The lecture's form (Nesterov, 1983) takes the gradient at the look-ahead
@@ -165,11 +166,11 @@ class NesterovMomentum(keras.optimizers.Optimizer):
 
     def __init__(self, learning_rate=0.01, momentum=0.9, name=None, **kwargs):
         super().__init__(
-            learning_rate=_validation.learning_rate(learning_rate),
+            learning_rate=validation.learning_rate(learning_rate),
             name=name,
             **kwargs,
         )
-        self.momentum = _validation.non_negative("momentum", momentum)
+        self.momentum = validation.non_negative("momentum", momentum)
 
     def build(self, var_list):
         if self.built:
@@ -181,7 +182,7 @@ class NesterovMomentum(keras.optimizers.Optimizer):
 
     def update_step(self, gradient, variable, learning_rate):
         lr = ops.cast(learning_rate, variable.dtype)
-        gradient = ops.cast(gradient, variable.dtype)
+        gradient = self._gradient(gradient, variable)
         d = self._velocities[self._get_variable_index(variable)]
         step = ops.multiply(gradient, lr)
         self.assign(d, ops.subtract(ops.multiply(d, self.momentum), step))

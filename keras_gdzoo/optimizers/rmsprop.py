@@ -4,11 +4,12 @@ squared gradient."""
 import keras
 from keras import ops
 
-from keras_gdzoo.optimizers import _validation
+from keras_gdzoo import validation
+from keras_gdzoo.optimizers.base import PerParameterOptimizer
 
 
 @keras.saving.register_keras_serializable(package="keras_gdzoo")
-class RMSProp(keras.optimizers.Optimizer):
+class RMSProp(PerParameterOptimizer):
     """RMSProp (root mean square propagation).
 
     For every weight w_j, with g_j = dE/dw_j on the current batch,
@@ -38,12 +39,12 @@ class RMSProp(keras.optimizers.Optimizer):
 
     def __init__(self, learning_rate=0.001, rho=0.9, epsilon=1e-8, name=None, **kwargs):
         super().__init__(
-            learning_rate=_validation.learning_rate(learning_rate),
+            learning_rate=validation.learning_rate(learning_rate),
             name=name,
             **kwargs,
         )
-        self.rho = _validation.open_unit("rho", rho)
-        self.epsilon = _validation.non_negative("epsilon", epsilon)
+        self.rho = validation.open_unit("rho", rho)
+        self.epsilon = validation.non_negative("epsilon", epsilon)
 
     def build(self, var_list):
         if self.built:
@@ -56,7 +57,7 @@ class RMSProp(keras.optimizers.Optimizer):
     def update_step(self, gradient, variable, learning_rate):
         dtype = variable.dtype
         lr = ops.cast(learning_rate, dtype)
-        gradient = ops.cast(gradient, dtype)
+        gradient = self._gradient(gradient, variable)
         velocity = self._velocities[self._get_variable_index(variable)]
         # G += c * (g^2 - G) with c = 1 on the first step (G was 0, so
         # G(0) = g(0)^2) and c = 1 - rho afterwards (the exponential average).

@@ -24,6 +24,7 @@ while loops.)
 import warnings
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_gdzoo import validation
@@ -231,7 +232,45 @@ class SolverModel(keras.Model):
             if stationary is None:
                 stationary = _is_whole_batch(x, batch_size, kwargs)
             self._set_stationary(stationary)
+            if stationary and self._in_memory(x, kwargs):
+                # Batch mode on arrays: one repeated full batch, in the model's
+                # dtype. Keras would rebuild its input pipeline every epoch
+                # (tens of ms, more than a cheap solver step) and cast floats
+                # to the global float type.
+                dataset = self._full_batch_dataset(x, y, kwargs.pop("sample_weight", None))
+                kwargs.pop("shuffle", None)
+                return super().fit(
+                    dataset, steps_per_epoch=1, callbacks=callbacks, **kwargs
+                )
         return super().fit(x, y, batch_size=batch_size, callbacks=callbacks, **kwargs)
+
+    def _in_memory(self, x, fit_kwargs):
+        return (
+            self.distribute_strategy.num_replicas_in_sync == 1
+            and fit_kwargs.get("class_weight") is None
+            and all(isinstance(a, (np.ndarray, tf.Tensor)) for a in tf.nest.flatten(x))
+        )
+
+    def _full_batch_dataset(self, x, y, sample_weight):
+        dtype = tf.as_dtype(self.trainable_variables[0].dtype) if self.trainable_variables else None
+
+        def tensor(a):
+            a = tf.convert_to_tensor(a)
+            if a.dtype.is_floating and dtype is not None and a.dtype != dtype:
+                a = tf.cast(a, dtype)
+            return a
+
+        def structure(part):
+            # tf.data reads a Python list as one tensor: make lists tuples.
+            part = tf.nest.map_structure(tensor, part)
+            return tuple(part) if isinstance(part, list) else part
+
+        data = (structure(x),)
+        if y is not None:
+            data += (structure(y),)
+            if sample_weight is not None:
+                data += (structure(sample_weight),)
+        return tf.data.Dataset.from_tensors(data).repeat()
 
     def train_on_batch(self, *args, **kwargs):
         if self._uses_solver:

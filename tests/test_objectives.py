@@ -382,3 +382,45 @@ def test_backup_and_restore_accepts_a_freshly_wrapped_model(tmp_path):
         trainer, np.ones((8, 2)), np.zeros((8, 1)), batch_size=8, epochs=2, callbacks=[backup]
     )
     assert len(history["loss"]) == 2
+
+
+# -- batch mode: the last line-search point is reused --------------------------------
+def _sinc_problem():
+    x = np.linspace(-1, 1, 64)[:, None]
+    y = np.sinc(3 * x)
+    return x, y
+
+
+def _lbfgs_run(batch_mode, epochs=12, **fit_kwargs):
+    keras.config.set_floatx("float64")
+    x, y = _sinc_problem()
+    keras.utils.set_random_seed(4)
+    model = keras.Sequential(
+        [keras.Input((1,)), keras.layers.Dense(6, activation="tanh"), keras.layers.Dense(1)]
+    )
+    trainer = gz.wrap(model, batch_mode=batch_mode)
+    trainer.compile(optimizer=gz.LBFGS(), loss="mse")
+    history = _quiet_fit(trainer, x, y, batch_size=len(x), epochs=epochs, shuffle=False, **fit_kwargs)
+    return trainer, history
+
+
+def test_batch_mode_reuses_the_last_point_with_the_same_iterates():
+    _, reused = _lbfgs_run(None)  # detected: arrays in one batch per epoch
+    _, fresh = _lbfgs_run(False)
+    np.testing.assert_allclose(reused["loss"], fresh["loss"], rtol=1e-10)
+    # Re-evaluating costs one evaluation more per iteration after the first.
+    assert sum(fresh["evaluations"]) - sum(reused["evaluations"]) == len(fresh["loss"]) - 1
+
+
+def test_mini_batches_and_new_data_are_never_reused():
+    keras.config.set_floatx("float64")
+    x, y = _sinc_problem()
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    trainer = gz.wrap(model)
+    trainer.compile(optimizer=gz.LBFGS(), loss="mse")
+    mini = _quiet_fit(trainer, x, y, batch_size=16, epochs=1)
+    assert all(e >= 2 for e in mini["evaluations"])  # start + at least one trial
+    _quiet_fit(trainer, x, y, batch_size=len(x), epochs=2)
+    # A new fit call on other data starts by evaluating again.
+    again = _quiet_fit(trainer, x, 2 * y, batch_size=len(x), epochs=1)
+    assert again["evaluations"][0] >= 2

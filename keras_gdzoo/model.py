@@ -140,6 +140,11 @@ class SolverModel(keras.Model):
     def compute_output_spec(self, inputs, training=None):
         return self.model.compute_output_spec(inputs)
 
+    def export(self, filepath, format="tf_saved_model", verbose=None, **kwargs):
+        """Export the wrapped model (what serves predictions; the wrapper
+        only adds training)."""
+        return self.model.export(filepath, format=format, verbose=verbose, **kwargs)
+
     def get_config(self):
         config = super().get_config()
         config["model"] = keras.saving.serialize_keras_object(self.model)

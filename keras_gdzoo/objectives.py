@@ -51,6 +51,7 @@ import tensorflow as tf
 
 from keras_gdzoo import curvature
 from keras_gdzoo.solvers.base import Objective
+from keras_gdzoo.solvers.base import solver_dtype
 
 # Canonical names of the losses the curvature module knows.
 _LOSS_NAMES = {
@@ -206,7 +207,8 @@ class ModelObjective(curvature.CurvatureMixin, Objective):
         self.shapes = [tuple(v.shape) for v in self.variables]
         self.sizes = [math.prod(s) for s in self.shapes]
         self.size = int(sum(self.sizes))
-        self.dtype = tf.as_dtype(self.variables[0].dtype)
+        # The solver's arithmetic is float64 for float32 (and narrower) models.
+        self.dtype = solver_dtype(self.variables[0].dtype)
         self.kind, self.terms, self.residuals, self.residual_weights = _objective_of(model)
         self.output_names = list(getattr(self.network, "output_names", None) or [])
         single = self.kind == "compiled" and len(self.terms) == 1 and self.terms[0].output is None
@@ -242,7 +244,7 @@ class ModelObjective(curvature.CurvatureMixin, Objective):
         x, y, sample_weight = self.data
         if self.strategy.num_replicas_in_sync == 1 and not _is_distributed(x):
             return fn(x, y, sample_weight, *args)
-        if not tf.distribute.in_cross_replica_context():
+        if not _is_distributed(x) and tf.distribute.get_replica_context() is not None:
             # Already on one replica (Keras's evaluate): sum with the others.
             context = tf.distribute.get_replica_context()
             return context.all_reduce(tf.distribute.ReduceOp.SUM, fn(x, y, sample_weight, *args))

@@ -509,3 +509,202 @@ def test_validation_names_argument_and_value(build, message):
         ValueError, match=message.replace("(", r"\(").replace(")", r"\)")
     ):
         build()
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: Exact(tolerance=np.inf), "Received: tolerance=inf"),
+        (lambda: Exact(tolerance=np.nan), "Received: tolerance=nan"),
+        (lambda: Exact(tolerance="1e-8"), "Received: tolerance='1e-8'"),
+        (lambda: StrongWolfe(c1=np.nan), "Received: c1=nan"),
+        (lambda: StrongWolfe(c2=np.float32(np.inf)), "Received: c2=inf"),
+        (lambda: Backtracking(shrink=-np.inf), "Received: shrink=-inf"),
+        (lambda: Backtracking(c1=True), "Received: c1=True"),
+        (lambda: Exact(max_evaluations=np.inf), "Received: max_evaluations=inf"),
+        (lambda: Exact(max_evaluations=10.0), "Received: max_evaluations=10.0"),
+    ],
+)
+def test_non_finite_and_non_numbers_are_refused_by_name(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def test_numpy_scalars_are_accepted_and_stored_as_python_numbers():
+    searches = [
+        StrongWolfe(
+            c1=np.float32(1e-4), c2=np.float64(0.5), max_evaluations=np.int64(9)
+        ),
+        Backtracking(
+            c1=np.float32(1e-3), shrink=np.float32(0.25), max_evaluations=np.int32(7)
+        ),
+        Exact(tolerance=np.float32(1e-6), max_evaluations=np.int64(12)),
+    ]
+    for search in searches:
+        config = search.get_config()
+        assert all(type(v) in (int, float) for v in config.values()), config
+        assert type(config["max_evaluations"]) is int
+        assert type(search).from_config(config).get_config() == config
+    np.testing.assert_allclose(searches[0].c1, 1e-4, rtol=1e-7)
+    np.testing.assert_allclose(searches[1].shrink, 0.25)
+
+
+# -- the abstract base class is refused, however it arrives ------------------
+
+
+_ABSTRACT_CONFIG = {
+    "module": "keras_gdzoo.line_search",
+    "class_name": "LineSearch",
+    "config": {"max_evaluations": 5},
+    "registered_name": "keras_gdzoo>LineSearch",
+}
+
+
+class _NoSearch(line_search.LineSearch):
+    """A subclass that forgot `_search`."""
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: line_search.LineSearch(max_evaluations=5),
+        lambda: line_search.LineSearch.from_config({"max_evaluations": 5}),
+        lambda: keras.saving.deserialize_keras_object(dict(_ABSTRACT_CONFIG)),
+        lambda: line_search.get(dict(_ABSTRACT_CONFIG)),
+        lambda: gz.LBFGS(line_search=dict(_ABSTRACT_CONFIG)),
+    ],
+    ids=["constructor", "from_config", "deserialize", "get", "solver"],
+)
+def test_abstract_line_search_is_refused_by_name(build):
+    with pytest.raises(ValueError, match="LineSearch"):
+        build()
+
+
+def test_subclass_without_search_is_refused_by_the_solver():
+    with pytest.raises(ValueError, match="_NoSearch does not implement `_search`"):
+        gz.BFGS(line_search=_NoSearch(max_evaluations=5))
+
+
+def test_keras_file_naming_the_abstract_line_search_is_refused(tmp_path):
+    import json
+    import zipfile
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    trainer = gz.wrap(model)
+    trainer.compile(optimizer=gz.LBFGS(history=3), loss="mse")
+    trainer.save(tmp_path / "good.keras")
+    with zipfile.ZipFile(tmp_path / "good.keras") as archive:
+        files = {name: archive.read(name) for name in archive.namelist()}
+    config = json.loads(files["config.json"])
+    searched = config["compile_config"]["optimizer"]["config"]["line_search"]
+    assert searched["class_name"] == "StrongWolfe"
+    searched.update(_ABSTRACT_CONFIG)
+    files["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(tmp_path / "crafted.keras", "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    with pytest.raises(ValueError, match="abstract base class"):
+        keras.saving.load_model(tmp_path / "crafted.keras")
+
+
+def test_config_written_before_the_package_split_still_loads():
+    # `.keras` files written when the searches lived in line_search.py name
+    # that module; the registered name is what finds the class.
+    config = {
+        "module": "keras_gdzoo.line_search",
+        "class_name": "Exact",
+        "config": {"tolerance": 1e-6, "max_evaluations": 20},
+        "registered_name": "keras_gdzoo>Exact",
+    }
+    restored = keras.saving.deserialize_keras_object(config)
+    assert isinstance(restored, Exact)
+    assert restored.get_config() == {"tolerance": 1e-6, "max_evaluations": 20}
+
+
+# -- the scalar layer, on functions of one variable ---------------------------
+#
+# phi(a) = (a - 2)^2 + 0.3 sin(3a): phi(0) = 4, phi'(0) = -3.1, a smooth
+# non-quadratic line with one minimizer near a = 2.
+
+
+def _phi_np(a):
+    return (a - 2.0) ** 2 + 0.3 * np.sin(3.0 * a)
+
+
+def _dphi_np(a):
+    return 2.0 * (a - 2.0) + 0.9 * np.cos(3.0 * a)
+
+
+def _phi_tf(a):
+    return (a - 2.0) ** 2 + 0.3 * tf.sin(3.0 * a)
+
+
+def _dphi_tf(a):
+    return 2.0 * (a - 2.0) + 0.9 * tf.cos(3.0 * a)
+
+
+_PHI0 = tf.constant(_phi_np(0.0), tf.float64)
+_SLOPE0 = tf.constant(_dphi_np(0.0), tf.float64)
+
+
+@pytest.mark.parametrize("c2", [0.9, 0.1])
+@pytest.mark.parametrize("initial_step", [1e-3, 1.0, 10.0])
+def test_scalar_strong_wolfe_satisfies_both_conditions(c2, initial_step):
+    c1 = 1e-4
+
+    def phi(a):
+        return _phi_tf(a), _dphi_tf(a), 10.0 * a  # aux: any tensor of a
+
+    start = tf.constant(initial_step, tf.float64)
+    result = line_search.scalar.strong_wolfe(
+        phi, _PHI0, _SLOPE0, start, c1, c2, 20, aux=tf.constant(-1.0, tf.float64)
+    )
+    a = float(result.step)
+    assert bool(result.found) and a > 0
+    assert _phi_np(a) <= _phi_np(0.0) + c1 * a * _dphi_np(0.0)
+    assert abs(_dphi_np(a)) <= c2 * abs(_dphi_np(0.0))
+    np.testing.assert_allclose(float(result.value), _phi_np(a), rtol=1e-14)
+    np.testing.assert_allclose(float(result.derivative), _dphi_np(a), rtol=1e-12)
+    np.testing.assert_allclose(float(result.aux), 10.0 * a, rtol=1e-14)
+    assert 1 <= int(result.evaluations) <= 20
+
+
+def test_scalar_strong_wolfe_reports_failure_with_the_start_point():
+    # phi falls without bound: no step satisfies the curvature condition.
+    phi = lambda a: (-a, -tf.ones_like(a), a)
+    result = line_search.scalar.strong_wolfe(
+        phi, tf.constant(0.0, tf.float64), tf.constant(-1.0, tf.float64),
+        tf.constant(1.0, tf.float64), 1e-4, 0.9, 6, aux=tf.constant(-7.0, tf.float64),
+    )
+    assert not bool(result.found)
+    returned = (float(result.step), float(result.value), float(result.aux))
+    assert returned == (0.0, 0.0, -7.0)
+    assert int(result.evaluations) == 6
+
+
+def test_scalar_backtracking_takes_the_first_armijo_step():
+    c1, shrink = 0.3, 0.5
+    result = line_search.scalar.backtracking(
+        _phi_tf, _PHI0, _SLOPE0, tf.constant(16.0, tf.float64), c1, shrink, 30
+    )
+    # Transcribed: 16, 8, 4, ... until Armijo holds.
+    a, k = 16.0, 1
+    while not _phi_np(a) <= _phi_np(0.0) + c1 * a * _dphi_np(0.0):
+        a, k = a * shrink, k + 1
+    assert bool(result.found)
+    assert float(result.step) == a
+    np.testing.assert_allclose(float(result.value), _phi_np(a), rtol=1e-14)
+    assert int(result.evaluations) == k
+
+
+def test_scalar_exact_agrees_with_scipy_brent():
+    result = line_search.brent.exact(
+        _phi_tf, _PHI0, _SLOPE0, tf.constant(1.0, tf.float64), 1e-10, 60
+    )
+    reference = scipy_optimize.minimize_scalar(
+        _phi_np, bracket=(0.0, 1.0), method="brent", tol=1e-12
+    )
+    assert bool(result.found)
+    np.testing.assert_allclose(float(result.step), reference.x, rtol=1e-7)
+    np.testing.assert_allclose(float(result.value), reference.fun, rtol=1e-14)
+    assert int(result.evaluations) <= 60

@@ -481,3 +481,100 @@ def test_bfgs_refuses_a_matrix_that_does_not_fit():
         )
     # LBFGS holds 2 * history * m numbers only.
     gz.LBFGS().check_size(100_000, "float32")
+
+
+def test_lbfgs_refuses_a_history_that_does_not_fit():
+    # 2 * history * m float32 numbers: 2 * 10^9 * 1000 * 4 bytes = 7450.6 GiB.
+    expected_gib = 2 * 10**9 * 1000 * 4 / 2**30
+    with pytest.raises(ValueError) as refused:
+        gz.LBFGS(history=10**9).check_size(1000, "float32")
+    message = str(refused.value)
+    assert "m=1000" in message and "history=1000000000" in message
+    assert f"{expected_gib:.1f} GiB" in message
+    # The bound is the memory the two histories take, to the byte.
+    solver = gz.LBFGS(history=4)
+    needed = 2 * 4 * 250 * 8
+    solver.check_size(250, "float64", budget_bytes=needed)
+    with pytest.raises(ValueError, match="history=4"):
+        solver.check_size(250, "float64", budget_bytes=needed - 1)
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: gz.LBFGS(history=2.5), "Received: history=2.5"),
+        (lambda: gz.LBFGS(history=10.0), "Received: history=10.0"),
+        (lambda: gz.LBFGS(history="10"), "Received: history='10'"),
+        (lambda: gz.LBFGS(history=None), "Received: history=None"),
+        (lambda: gz.ConjugateGradient(restart=np.inf), "Received: restart=inf"),
+        (lambda: gz.ConjugateGradient(restart=True), "Received: restart=True"),
+    ],
+)
+def test_non_integers_are_refused_by_name(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def test_numpy_integers_are_accepted():
+    assert gz.LBFGS(history=np.int64(7)).get_config()["history"] == 7
+    config = gz.ConjugateGradient(restart=np.int32(5)).get_config()
+    assert config["restart"] == 5 and type(config["restart"]) is int
+
+
+class _Moving(FunctionObjective):
+    """The same function, but claiming to change between steps (as a
+    mini-batch objective does): every step evaluates E and g at w again."""
+
+    stationary = False
+
+
+_LOGCOSH_A = np.random.default_rng(3).normal(size=(6, 4))
+_LOGCOSH_B = np.random.default_rng(4).normal(size=6)
+
+
+def _log_cosh_regression(w):
+    """sum log cosh(A w - b) + 0.05 |w|^2: smooth, convex, not quadratic."""
+    residuals = tf.linalg.matvec(tf.constant(_LOGCOSH_A), w) - tf.constant(_LOGCOSH_B)
+    return tf.reduce_sum(tf.math.log(tf.cosh(residuals))) + 0.05 * tf.reduce_sum(w * w)
+
+
+def _log_cosh_regression_np(w):
+    return np.log(np.cosh(_LOGCOSH_A @ w - _LOGCOSH_B)).sum() + 0.05 * w @ w
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: gz.SteepestDescent(),
+        lambda: gz.SteepestDescent(line_search="armijo"),
+        lambda: gz.ConjugateGradient(),
+        lambda: gz.BFGS(line_search="exact"),
+        lambda: gz.LBFGS(history=3),
+    ],
+    ids=["sd-exact", "sd-armijo", "cg", "bfgs-exact", "lbfgs"],
+)
+def test_reusing_the_last_point_equals_evaluating_again(make):
+    iterations = 12
+    w0 = np.array([1.0, -2.0, 0.5, 3.0])
+    reused, fresh = (
+        make().minimize(objective, w0, iterations=iterations)[1]
+        for objective in (
+            FunctionObjective(_log_cosh_regression, size=4, dtype="float64"),
+            _Moving(_log_cosh_regression, size=4, dtype="float64"),
+        )
+    )
+    assert len(reused) == len(fresh) == iterations + 1
+    # The same iterates and logs to rounding (the gradient a line search
+    # computes inside its loop may differ in the last bit from one computed
+    # outside it: TF may sum its terms in another order there).
+    for a, b in zip(reused, fresh):
+        np.testing.assert_allclose(a["w"], b["w"], rtol=1e-13, atol=1e-15)
+        for key in a.keys() - {"w", "evaluations"}:
+            np.testing.assert_allclose(a[key], b[key], rtol=1e-12, atol=1e-15)
+    # Every step after the first starts where the last search ended: one
+    # evaluation fewer each.
+    saved = [b["evaluations"] - a["evaluations"] for a, b in zip(reused[1:], fresh[1:])]
+    assert saved == [0.0] + [1.0] * (iterations - 1)
+    # And the runs made progress (not two runs standing still).
+    values = [_log_cosh_regression_np(record["w"]) for record in reused]
+    assert values[-1] < values[0] - 1.0

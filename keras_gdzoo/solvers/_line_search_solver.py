@@ -1,38 +1,38 @@
-"""What the line-search solvers (steepest descent, CG, BFGS, L-BFGS) share.
+"""The one step the line-search solvers (steepest descent, CG, BFGS, L-BFGS)
+share, and the two parts each supplies.
 
-Each iteration: evaluate E and g at w, choose a direction d, search along
-it, and if the search fails along d retry along -g (a restart); if that
-fails too, do not move and ask training to stop. On a stationary objective
-(the same function at every step) E and g at w are those the previous
-line search returned, so an iteration costs its line search's evaluations.
+`LineSearchSolver.step` is fixed:
+
+    E, g   = E and g at w (from the state when the objective is stationary
+             and w is the point the last search returned, else evaluated)
+    p      = direction(E, g, state, objective)      # the subclass: d, a0
+    search along p.direction from p.initial_step; if that fails and d is
+             not -g, search again along -g (a restart); if that fails too,
+             do not move and ask training to stop
+    w'     = w + a d
+    memory, logs = update_memory(state, p, outcome) # the subclass:
+             s = a d, y = g(w') - g; restarts, pairs, B...
+
+so a subclass writes only the method: `memory_spec` (its state),
+`direction` and `update_memory` (optax composes L-BFGS from a direction
+transform and a line search the same way, optimistix its descents).
 """
+
+from typing import Any
+from typing import NamedTuple
 
 import keras
 import tensorflow as tf
 
 from keras_gdzoo import line_search as line_search_module
-from keras_gdzoo.line_search import _AutoGraphObjective
+from keras_gdzoo.line_search.base import _AutoGraphObjective
 from keras_gdzoo.solvers.base import STOP
-from keras_gdzoo.solvers.base import FunctionObjective
 from keras_gdzoo.solvers.base import Solver
+from keras_gdzoo.solvers.base import reuses_evaluations
 
 
 def dot(a, b):
     return tf.reduce_sum(a * b)
-
-
-def reuses_evaluations(objective):
-    """Whether E and g computed at the end of one step still hold at the next.
-
-    True when every call sees the same function (`objective.stationary`, by
-    default True for a `FunctionObjective` only): the line search already
-    evaluated E and g at the point it returned, so the next step takes them
-    from the state instead of paying one more evaluation. A mini-batch
-    objective sees a new batch each step and must re-evaluate.
-    """
-    return bool(
-        getattr(objective, "stationary", isinstance(objective, FunctionObjective))
-    )
 
 
 def unit_distance_step(gradient):
@@ -42,11 +42,67 @@ def unit_distance_step(gradient):
     return tf.minimum(tf.ones([], gradient.dtype), 1.0 / tf.norm(gradient))
 
 
+class Proposal(NamedTuple):
+    """What `direction` proposes for one iteration.
+
+    Attributes:
+        direction: d, shape [m].
+        initial_step: the line search's first trial step a0.
+        steepest: bool (Python or tensor), True when d is -g already: a
+            failed search is then not repeated along -g.
+        restart: bool, True when `direction` itself reset d to -g (counted
+            in the `restarts` log with the retries along -g).
+        memo: whatever `update_memory` needs from `direction` (a dict).
+    """
+
+    direction: tf.Tensor
+    initial_step: tf.Tensor
+    steepest: Any
+    restart: Any
+    memo: dict
+
+
+class Outcome(NamedTuple):
+    """What the iteration did, for `update_memory`.
+
+    Attributes:
+        value: E at w (before the move).
+        gradient: g at w.
+        direction: the direction searched along: the proposal's, or -g
+            after a retry.
+        result: the final `keras_gdzoo.line_search.LineSearchResult`.
+        retried: bool tensor, the search along the proposal failed and -g
+            was searched.
+        restarted: bool tensor, `proposal.restart | retried`.
+        s: a d, the move (0 when the search failed).
+        y: g(w + a d) - g.
+    """
+
+    value: tf.Tensor
+    gradient: tf.Tensor
+    direction: tf.Tensor
+    result: Any
+    retried: tf.Tensor
+    restarted: tf.Tensor
+    s: tf.Tensor
+    y: tf.Tensor
+
+
 class LineSearchSolver(Solver):
     """Base of the solvers that take w + a*d with a from a line search.
 
-    Subclasses call `evaluate_start`, `search` and `remember_point` from
-    their `step`, and add `self.point_spec(size)` to their `state_spec`.
+    Subclasses implement:
+
+    * `memory_spec(size, dtype)`: their state, as `Solver.state_spec` (the
+      point kept for reuse is added here);
+    * `direction(value, gradient, state, objective)` -> `Proposal`;
+    * `update_memory(state, proposal, outcome)` -> `(memory, logs)`: the
+      next values of the `memory_spec` entries and the method's own logs.
+
+    Logs of every line-search solver: `step_size` (a), `evaluations`
+    (objective calls this step), `line_search_failed` (1.0 when the search
+    along d failed, whether or not the retry along -g succeeded) and
+    `stop_training` (1.0 when no step was found at all: no move).
     """
 
     stop_message = (
@@ -66,19 +122,73 @@ class LineSearchSolver(Solver):
         config["line_search"] = keras.saving.serialize_keras_object(self.line_search)
         return config
 
-    @staticmethod
-    def point_spec(size):
-        """The last point reached with E and g there (see `evaluate_start`)."""
-        return {
-            "point": ([size], 0.0),
-            "point_value": ([], 0.0),
-            "point_gradient": ([size], 0.0),
-            "point_known": ([], 0.0),
+    # -- to implement -------------------------------------------------------
+    def memory_spec(self, size, dtype):
+        return {}
+
+    def direction(self, value, gradient, state, objective):
+        raise NotImplementedError
+
+    def update_memory(self, state, proposal, outcome):
+        raise NotImplementedError
+
+    # -- the step -----------------------------------------------------------
+    def state_spec(self, size, dtype):
+        spec = dict(self.memory_spec(size, dtype))
+        # The last point reached, with E and g there (see `evaluate_start`).
+        spec.update(
+            {
+                "point": ([size], 0.0),
+                "point_value": ([], 0.0),
+                "point_gradient": ([size], 0.0),
+                "point_known": ([], 0.0),
+            }
+        )
+        return spec
+
+    @tf.autograph.experimental.do_not_convert
+    def step(self, w, state, objective):
+        value, gradient, evaluations = self.evaluate_start(objective, w, state)
+        proposal = self.direction(value, gradient, state, objective)
+        result, direction, first_failed, retried = self.search(
+            objective, w, value, gradient, proposal
+        )
+        # tf.where rather than w + 0*d: d may hold inf when g does.
+        w_new = tf.where(result.failed, w, w + result.step * direction)
+        outcome = Outcome(
+            value=value,
+            gradient=gradient,
+            direction=direction,
+            result=result,
+            retried=retried,
+            restarted=tf.logical_or(proposal.restart, retried),
+            s=result.step * direction,
+            y=result.gradient - gradient,
+        )
+        new_state, method_logs = self.update_memory(state, proposal, outcome)
+        new_state = dict(new_state)
+        new_state.update(
+            {
+                "point": w_new,
+                "point_value": result.value,
+                "point_gradient": result.gradient,
+                "point_known": tf.ones([], w.dtype),
+            }
+        )
+        as_float = lambda x: tf.cast(x, w.dtype)
+        logs = {
+            "step_size": as_float(result.step),
+            "evaluations": as_float(evaluations + result.evaluations),
+            "line_search_failed": as_float(first_failed),
+            STOP: as_float(result.failed),
         }
+        logs.update(method_logs)
+        return w_new, new_state, logs
 
     def evaluate_start(self, objective, w, state):
         """(E(w), g(w), evaluations made), reusing the last line search's
-        result when the objective is stationary and w is that point."""
+        result when the objective is stationary and w is that point (it
+        evaluated E and g at exactly w, so they are the same numbers)."""
 
         def evaluate():
             value, gradient = _AutoGraphObjective(objective).value_and_gradient(w)
@@ -97,21 +207,9 @@ class LineSearchSolver(Solver):
             evaluate,
         )
 
-    @staticmethod
-    def remember_point(w, result):
-        return {
-            "point": w,
-            "point_value": result.value,
-            "point_gradient": result.gradient,
-            "point_known": tf.ones([], w.dtype),
-        }
-
-    def search(self, objective, w, direction, value, gradient, initial_step, steepest):
-        """Line search along `direction`, then along -g if that failed.
-
-        Args:
-            steepest: bool tensor, True when `direction` is already -g (no
-                retry then: it would repeat the same search).
+    def search(self, objective, w, value, gradient, proposal):
+        """Line search along `proposal.direction`, then along -g if that
+        failed and the direction was not -g already.
 
         Returns:
             `(result, direction, first_failed, retried)`: the final
@@ -119,7 +217,12 @@ class LineSearchSolver(Solver):
             direction it searched along, whether the first search failed and
             whether the -g search was made.
         """
-        steepest = tf.convert_to_tensor(steepest, tf.bool)
+        if proposal.steepest is True:  # nothing to retry: one search
+            result = self.line_search.search(
+                objective, w, proposal.direction, value, gradient, proposal.initial_step
+            )
+            return result, proposal.direction, result.failed, tf.constant(False)
+        steepest = tf.convert_to_tensor(proposal.steepest, tf.bool)
 
         # One traced search, run once or twice, rather than two searches.
         def attempt(count, direction, initial_step, evaluations, _):
@@ -150,8 +253,8 @@ class LineSearchSolver(Solver):
             attempt,
             (
                 tf.constant(0),
-                direction,
-                initial_step,
+                proposal.direction,
+                proposal.initial_step,
                 tf.constant(0, tf.int32),
                 nothing,
             ),
@@ -159,20 +262,10 @@ class LineSearchSolver(Solver):
         )
         retried = tf.equal(count, 2)
         first_failed = retried | result.failed
-        direction = tf.where(retried, -gradient, direction)
+        direction = tf.where(retried, -gradient, proposal.direction)
         return result, direction, first_failed, retried
 
-    @staticmethod
-    def move(w, result, direction):
-        # tf.where rather than w + 0*d: d may hold inf when g does.
-        return tf.where(result.failed, w, w + result.step * direction)
 
-    @staticmethod
-    def common_logs(dtype, result, evaluations, first_failed):
-        as_float = lambda x: tf.cast(x, dtype)
-        return {
-            "step_size": as_float(result.step),
-            "evaluations": as_float(evaluations + result.evaluations),
-            "line_search_failed": as_float(first_failed),
-            STOP: as_float(result.failed),
-        }
+def count_restarts(state, outcome):
+    """The `restarts` log: restarts so far, this iteration's included."""
+    return state["restarts"] + tf.cast(outcome.restarted, outcome.value.dtype)

@@ -131,6 +131,15 @@ class FunctionObjective(Objective):
         return value, gradient, outer.jacobian(gradient, w)
 
 
+def solver_dtype(dtype):
+    """The dtype of a solver's own arithmetic for weights of `dtype`: float64
+    for float32 and narrower models (the iterate, histories, line-search
+    scalars, J'J and its solves), the weights' own dtype otherwise. The model
+    still evaluates in its own dtype."""
+    dtype = tf.as_dtype(dtype)
+    return tf.float64 if dtype.is_floating and dtype.size < 8 else dtype
+
+
 def reuses_evaluations(objective):
     """Whether E and g computed at the end of one step still hold at the next.
 
@@ -288,7 +297,7 @@ class Solver(keras.optimizers.Optimizer):
             return
         super().build(var_list)
         size = int(sum(math.prod(v.shape) for v in var_list))
-        dtype = var_list[0].dtype if var_list else keras.config.floatx()
+        dtype = solver_dtype(var_list[0].dtype if var_list else keras.config.floatx())
         self.check_size(size, dtype)
         self._solver_state = {}
         for key, (shape, initial) in self.state_spec(size, dtype).items():

@@ -3,7 +3,10 @@
 import keras
 import tensorflow as tf
 
+from keras_gdzoo import validation
 from keras_gdzoo.solvers._line_search_solver import LineSearchSolver
+from keras_gdzoo.solvers._line_search_solver import Proposal
+from keras_gdzoo.solvers._line_search_solver import count_restarts
 from keras_gdzoo.solvers._line_search_solver import dot
 from keras_gdzoo.solvers._line_search_solver import unit_distance_step
 
@@ -53,21 +56,21 @@ class SteepestDescent(LineSearchSolver):
     Example:
 
     >>> solver = SteepestDescent()
-    >>> w, history = solver.minimize(lambda w: tf.reduce_sum(w ** 2), w0)
+    >>> w0 = tf.constant([1.0, -2.0], tf.float64)
+    >>> w, history = solver.minimize(lambda w: tf.reduce_sum(w**2), w0, iterations=3)
+    >>> round(history[1]["step_size"], 6)  # argmin of |w0 - a 2 w0|^2
+    0.5
+    >>> float(tf.norm(w)) < 1e-6
+    True
     """
 
     def __init__(self, line_search="exact", name=None, **kwargs):
         super().__init__(line_search=line_search, name=name, **kwargs)
 
-    def state_spec(self, size, dtype):
-        spec = {"previous_value": ([], 0.0), "steps": ([], 0.0)}
-        spec.update(self.point_spec(size))
-        return spec
+    def memory_spec(self, size, dtype):
+        return {"previous_value": ([], 0.0), "steps": ([], 0.0)}
 
-    @tf.autograph.experimental.do_not_convert
-    def step(self, w, state, objective):
-        dtype = w.dtype
-        value, gradient, evaluations = self.evaluate_start(objective, w, state)
+    def direction(self, value, gradient, state, objective):
         direction = -gradient
         initial = _initial_step(
             value,
@@ -76,14 +79,10 @@ class SteepestDescent(LineSearchSolver):
             state["steps"] > 0,
             gradient,
         )
-        result = self.line_search.search(
-            objective, w, direction, value, gradient, initial
-        )
-        w_new = self.move(w, result, direction)
-        new_state = {"previous_value": value, "steps": state["steps"] + 1.0}
-        new_state.update(self.remember_point(w_new, result))
-        logs = self.common_logs(dtype, result, evaluations, result.failed)
-        return w_new, new_state, logs
+        return Proposal(direction, initial, steepest=True, restart=False, memo={})
+
+    def update_memory(self, state, proposal, outcome):
+        return {"previous_value": outcome.value, "steps": state["steps"] + 1.0}, {}
 
 
 @keras.saving.register_keras_serializable(package="keras_gdzoo")
@@ -154,17 +153,9 @@ class ConjugateGradient(LineSearchSolver):
         name=None,
         **kwargs,
     ):
-        if beta not in _BETAS:
-            raise ValueError(
-                f"Argument `beta` must be one of {list(_BETAS)}. Received: beta={beta!r}"
-            )
-        if restart is not None and (
-            isinstance(restart, bool) or not isinstance(restart, int) or restart < 1
-        ):
-            raise ValueError(
-                "Argument `restart` must be None or an integer >= 1. "
-                f"Received: restart={restart!r}"
-            )
+        validation.choice("beta", beta, _BETAS)
+        if restart is not None:
+            restart = validation.integer("restart", restart, minimum=1)
         super().__init__(
             line_search=line_search,
             name=name,
@@ -179,8 +170,8 @@ class ConjugateGradient(LineSearchSolver):
         config.update({"beta": self.beta, "restart": self.restart})
         return config
 
-    def state_spec(self, size, dtype):
-        spec = {
+    def memory_spec(self, size, dtype):
+        return {
             "previous_value": ([], 0.0),
             "previous_gradient": ([size], 0.0),
             "direction": ([size], 0.0),
@@ -188,16 +179,10 @@ class ConjugateGradient(LineSearchSolver):
             "since_restart": ([], 0.0),
             "restarts": ([], 0.0),
         }
-        spec.update(self.point_spec(size))
-        return spec
 
-    @tf.autograph.experimental.do_not_convert
-    def step(self, w, state, objective):
-        dtype = w.dtype
-        zero = tf.zeros([], dtype)
-        value, gradient, evaluations = self.evaluate_start(objective, w, state)
+    def direction(self, value, gradient, state, objective):
+        zero = tf.zeros([], gradient.dtype)
         first = state["steps"] <= 0
-
         previous = state["previous_gradient"]
         if self.beta == "fletcher-reeves":
             beta = dot(gradient, gradient) / dot(previous, previous)
@@ -217,31 +202,26 @@ class ConjugateGradient(LineSearchSolver):
         initial = _initial_step(
             value, state["previous_value"], dot(gradient, direction), ~first, gradient
         )
-        result, direction, first_failed, retried = self.search(
-            objective,
-            w,
+        return Proposal(
             direction,
-            value,
-            gradient,
             initial,
             steepest=tf.equal(beta, 0),
+            restart=periodic | not_descent,
+            memo={"beta": beta},
         )
-        beta = tf.where(retried, zero, beta)
-        restarted = periodic | not_descent | retried
-        w_new = self.move(w, result, direction)
 
-        restarts = state["restarts"] + tf.cast(restarted, dtype)
-        new_state = {
-            "previous_value": value,
-            "previous_gradient": gradient,
-            "direction": direction,
+    def update_memory(self, state, proposal, outcome):
+        dtype = outcome.value.dtype
+        beta = tf.where(outcome.retried, tf.zeros([], dtype), proposal.memo["beta"])
+        restarts = count_restarts(state, outcome)
+        memory = {
+            "previous_value": outcome.value,
+            "previous_gradient": outcome.gradient,
+            "direction": outcome.direction,
             "steps": state["steps"] + 1.0,
             "since_restart": tf.where(
                 tf.equal(beta, 0), tf.ones([], dtype), state["since_restart"] + 1.0
             ),
             "restarts": restarts,
         }
-        new_state.update(self.remember_point(w_new, result))
-        logs = self.common_logs(dtype, result, evaluations, first_failed)
-        logs.update({"beta": beta, "restarts": restarts})
-        return w_new, new_state, logs
+        return memory, {"beta": beta, "restarts": restarts}

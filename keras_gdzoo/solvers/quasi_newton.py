@@ -4,17 +4,45 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_gdzoo import validation
 from keras_gdzoo.solvers._line_search_solver import LineSearchSolver
+from keras_gdzoo.solvers._line_search_solver import Proposal
+from keras_gdzoo.solvers._line_search_solver import count_restarts
 from keras_gdzoo.solvers._line_search_solver import dot
 from keras_gdzoo.solvers._line_search_solver import unit_distance_step
+from keras_gdzoo.solvers.base import _available_memory
 from keras_gdzoo.solvers.base import dense_matrix_guard
 
 
-def _usable_pair(s, y, moved):
-    """Whether (s, y) may update the inverse-Hessian approximation: the
-    lecture's y's > 0, with a floating-point margin."""
+def _quasi_newton_proposal(direction, gradient, fresh, memo):
+    """d = -B g, or -g when B g is not a descent direction (a restart);
+    the first trial step is 1, or min(1, 1/||g||) along -g."""
+    not_descent = ~(dot(gradient, direction) < 0) & ~fresh
+    steepest = fresh | not_descent
+    return Proposal(
+        direction=tf.where(not_descent, -gradient, direction),
+        initial_step=tf.where(
+            steepest, unit_distance_step(gradient), tf.ones([], gradient.dtype)
+        ),
+        steepest=steepest,
+        restart=not_descent,
+        memo=memo,
+    )
+
+
+def _usable_pair(outcome):
+    """Whether (s, y) of a step that moved may update the inverse-Hessian
+    approximation: the lecture's y's > 0, with a floating-point margin."""
+    s, y = outcome.s, outcome.y
     eps = np.finfo(s.dtype.as_numpy_dtype).eps
-    return moved & (dot(s, y) > eps * tf.norm(s) * tf.norm(y))
+    return ~outcome.result.failed & (dot(s, y) > eps * tf.norm(s) * tf.norm(y))
+
+
+def _pair_logs(memory, usable):
+    return {
+        "update_skipped": tf.cast(~usable, memory["restarts"].dtype),
+        "restarts": memory["restarts"],
+    }
 
 
 @keras.saving.register_keras_serializable(package="keras_gdzoo")
@@ -64,8 +92,11 @@ class BFGS(LineSearchSolver):
 
     Example:
 
-    >>> solver = BFGS()
-    >>> w, history = solver.minimize(rosenbrock, w0)
+    >>> rosenbrock = lambda w: (1 - w[0]) ** 2 + 100 * (w[1] - w[0] ** 2) ** 2
+    >>> w0 = tf.constant([-1.2, 1.0], tf.float64)
+    >>> w, history = BFGS().minimize(rosenbrock, w0, iterations=100)
+    >>> np.round(w.numpy(), 6)
+    array([1., 1.])
     """
 
     def __init__(self, line_search="strong-wolfe", name=None, **kwargs):
@@ -75,54 +106,38 @@ class BFGS(LineSearchSolver):
         # B and the update being built.
         dense_matrix_guard("BFGS", size, dtype, copies=2)
 
-    def state_spec(self, size, dtype):
-        spec = {
+    def memory_spec(self, size, dtype):
+        return {
             "inverse_hessian": ([size, size], 0.0),
             "updates": ([], 0.0),
             "restarts": ([], 0.0),
         }
-        spec.update(self.point_spec(size))
-        return spec
 
-    @tf.autograph.experimental.do_not_convert
-    def step(self, w, state, objective):
-        dtype = w.dtype
-        zero = tf.zeros([], dtype)
-        value, gradient, evaluations = self.evaluate_start(objective, w, state)
-        identity = tf.eye(objective.size, dtype=dtype)
+    def direction(self, value, gradient, state, objective):
+        identity = tf.eye(objective.size, dtype=gradient.dtype)
         fresh = state["updates"] <= 0
         inverse_hessian = tf.where(fresh, identity, state["inverse_hessian"])
-
-        direction = -tf.linalg.matvec(inverse_hessian, gradient)
-        not_descent = ~(dot(gradient, direction) < 0) & ~fresh
-        direction = tf.where(not_descent, -gradient, direction)
-        steepest = fresh | not_descent
-        initial = tf.where(steepest, unit_distance_step(gradient), tf.ones([], dtype))
-        result, direction, first_failed, retried = self.search(
-            objective, w, direction, value, gradient, initial, steepest
+        return _quasi_newton_proposal(
+            -tf.linalg.matvec(inverse_hessian, gradient),
+            gradient,
+            fresh,
+            memo={"inverse_hessian": inverse_hessian, "identity": identity},
         )
-        restarted = not_descent | retried
-        inverse_hessian = tf.where(restarted, identity, inverse_hessian)
-        updates = tf.where(restarted, zero, state["updates"])
 
-        s = result.step * direction
-        y = result.gradient - gradient
-        usable = _usable_pair(s, y, ~result.failed)
-        updated = _bfgs_update(inverse_hessian, s, y)
-        inverse_hessian = tf.where(usable, updated, inverse_hessian)
-        updates = tf.where(usable, updates + 1.0, updates)
-
-        w_new = self.move(w, result, direction)
-        restarts = state["restarts"] + tf.cast(restarted, dtype)
-        new_state = {
-            "inverse_hessian": inverse_hessian,
-            "updates": updates,
-            "restarts": restarts,
+    def update_memory(self, state, proposal, outcome):
+        restarted = outcome.restarted
+        inverse_hessian = tf.where(
+            restarted, proposal.memo["identity"], proposal.memo["inverse_hessian"]
+        )
+        updates = tf.where(restarted, tf.zeros_like(state["updates"]), state["updates"])
+        usable = _usable_pair(outcome)
+        updated = _bfgs_update(inverse_hessian, outcome.s, outcome.y)
+        memory = {
+            "inverse_hessian": tf.where(usable, updated, inverse_hessian),
+            "updates": tf.where(usable, updates + 1.0, updates),
+            "restarts": count_restarts(state, outcome),
         }
-        new_state.update(self.remember_point(w_new, result))
-        logs = self.common_logs(dtype, result, evaluations, first_failed)
-        logs.update({"update_skipped": tf.cast(~usable, dtype), "restarts": restarts})
-        return w_new, new_state, logs
+        return memory, _pair_logs(memory, usable)
 
 
 def _bfgs_update(inverse_hessian, s, y):
@@ -166,7 +181,8 @@ class LBFGS(LineSearchSolver):
 
     State: `s_history` and `y_history` (a ring buffer of `history` x m),
     `pairs` (how many slots hold a pair) and `head` (the slot the next pair
-    goes to), so memory is 2 * history * m numbers.
+    goes to), so memory is 2 * history * m numbers; a `history` whose
+    buffers would not fit in memory is refused before anything is allocated.
 
     Logs per step: `step_size`, `evaluations` (objective calls this step),
     `update_skipped` (1.0 when y's <= 0 kept the pair out of the memory),
@@ -196,32 +212,36 @@ class LBFGS(LineSearchSolver):
     """
 
     def __init__(self, history=10, line_search="strong-wolfe", name=None, **kwargs):
-        if (
-            isinstance(history, bool)
-            or not isinstance(history, (int, np.integer))
-            or history < 1
-        ):
-            raise ValueError(
-                f"Argument `history` must be an integer >= 1. Received: history={history!r}"
-            )
+        history = validation.integer("history", history, minimum=1)
         super().__init__(line_search=line_search, name=name, **kwargs)
-        self.history = int(history)
+        self.history = history
+
+    def check_size(self, size, dtype, budget_bytes=None):
+        # The s and y ring buffers, 2 * history * m numbers.
+        needed = 2 * self.history * size * tf.as_dtype(dtype).size
+        if budget_bytes is None:
+            budget_bytes = _available_memory() // 2
+        if needed > budget_bytes:
+            raise ValueError(
+                f"LBFGS with history={self.history} needs 2 x {self.history} x "
+                f"{size} numbers (the s and y histories) for a model with m={size} "
+                f"trainable weights: {needed / 2**30:.1f} GiB, more than the "
+                f"{budget_bytes / 2**30:.1f} GiB allowed. Use a smaller `history`."
+            )
 
     def get_config(self):
         config = super().get_config()
         config["history"] = self.history
         return config
 
-    def state_spec(self, size, dtype):
-        spec = {
+    def memory_spec(self, size, dtype):
+        return {
             "s_history": ([self.history, size], 0.0),
             "y_history": ([self.history, size], 0.0),
             "pairs": ([], 0.0),
             "head": ([], 0.0),
             "restarts": ([], 0.0),
         }
-        spec.update(self.point_spec(size))
-        return spec
 
     def inverse_hessian_product(self, gradient, s_history, y_history, pairs, head):
         """B g by the two-loop recursion over the `pairs` newest pairs of
@@ -271,55 +291,35 @@ class LBFGS(LineSearchSolver):
         )
         return r
 
-    @tf.autograph.experimental.do_not_convert
-    def step(self, w, state, objective):
-        dtype = w.dtype
-        zero = tf.zeros([], dtype)
-        value, gradient, evaluations = self.evaluate_start(objective, w, state)
+    def direction(self, value, gradient, state, objective):
         pairs, head = state["pairs"], state["head"]
-        fresh = pairs <= 0
-
-        direction = -self.inverse_hessian_product(
-            gradient, state["s_history"], state["y_history"], pairs, head
+        return _quasi_newton_proposal(
+            -self.inverse_hessian_product(
+                gradient, state["s_history"], state["y_history"], pairs, head
+            ),
+            gradient,
+            fresh=pairs <= 0,
+            memo={},
         )
-        not_descent = ~(dot(gradient, direction) < 0) & ~fresh
-        direction = tf.where(not_descent, -gradient, direction)
-        steepest = fresh | not_descent
-        initial = tf.where(steepest, unit_distance_step(gradient), tf.ones([], dtype))
-        result, direction, first_failed, retried = self.search(
-            objective, w, direction, value, gradient, initial, steepest
-        )
-        restarted = not_descent | retried
-        pairs = tf.where(restarted, zero, pairs)
-        head = tf.where(restarted, zero, head)
 
-        s = result.step * direction
-        y = result.gradient - gradient
-        usable = _usable_pair(s, y, ~result.failed)
+    def update_memory(self, state, proposal, outcome):
+        zero = tf.zeros_like(state["pairs"])
+        pairs = tf.where(outcome.restarted, zero, state["pairs"])
+        head = tf.where(outcome.restarted, zero, state["head"])
+        usable = _usable_pair(outcome)
         index = tf.reshape(tf.cast(head, tf.int32), [1, 1])
-        s_history = tf.where(
-            usable,
-            tf.tensor_scatter_nd_update(state["s_history"], index, s[None]),
-            state["s_history"],
+        store = lambda history, new: tf.where(
+            usable, tf.tensor_scatter_nd_update(history, index, new[None]), history
         )
-        y_history = tf.where(
-            usable,
-            tf.tensor_scatter_nd_update(state["y_history"], index, y[None]),
-            state["y_history"],
-        )
-        pairs = tf.where(usable, tf.minimum(pairs + 1.0, float(self.history)), pairs)
-        head = tf.where(usable, tf.math.floormod(head + 1.0, float(self.history)), head)
-
-        w_new = self.move(w, result, direction)
-        restarts = state["restarts"] + tf.cast(restarted, dtype)
-        new_state = {
-            "s_history": s_history,
-            "y_history": y_history,
-            "pairs": pairs,
-            "head": head,
-            "restarts": restarts,
+        memory = {
+            "s_history": store(state["s_history"], outcome.s),
+            "y_history": store(state["y_history"], outcome.y),
+            "pairs": tf.where(
+                usable, tf.minimum(pairs + 1.0, float(self.history)), pairs
+            ),
+            "head": tf.where(
+                usable, tf.math.floormod(head + 1.0, float(self.history)), head
+            ),
+            "restarts": count_restarts(state, outcome),
         }
-        new_state.update(self.remember_point(w_new, result))
-        logs = self.common_logs(dtype, result, evaluations, first_failed)
-        logs.update({"update_skipped": tf.cast(~usable, dtype), "restarts": restarts})
-        return w_new, new_state, logs
+        return memory, _pair_logs(memory, usable)

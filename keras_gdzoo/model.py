@@ -329,6 +329,111 @@ class SolverModel(keras.Model):
         self.train_function = train_function
         return train_function
 
+    def solve(self, x, y=None, sample_weight=None, iterations=1000, gtol=None, ftol=None):
+        """Run up to `iterations` solver iterations on the whole data set in
+        one graph call (a `tf.while_loop`, no Python per iteration).
+
+        For long full-batch runs (physics-informed networks take tens of
+        thousands of L-BFGS iterations) where `fit`'s per-epoch callbacks
+        are not wanted. The data is one batch (batch mode: E and g are
+        reused between iterations). Stops early when the solver asks to
+        stop, when ||g|| <= `gtol`, or when the loss falls by less than
+        `ftol` * |loss| in one iteration. The state is kept in the solver's
+        variables as in `fit`, so `solve` and `fit` can be mixed and a saved
+        model resumes exactly.
+
+        Args:
+            x, y, sample_weight: the data set, in memory.
+            iterations: the most iterations, an integer >= 1.
+            gtol: optional gradient-norm tolerance (> 0).
+            ftol: optional relative loss-decrease tolerance (> 0).
+
+        Returns:
+            A dict of NumPy arrays, one entry per iteration: `loss` (at the
+            iteration's start, as `fit` logs it), every solver log
+            (`evaluations`, `step_size`...), and `iterations` (the count run).
+        """
+        if not self._uses_solver:
+            raise ValueError(
+                "`solve` needs a keras_gdzoo solver as the optimizer. Received: "
+                f"optimizer={self.optimizer!r}"
+            )
+        iterations = validation.integer("iterations", iterations, minimum=1)
+        gtol = None if gtol is None else validation.positive("gtol", gtol)
+        ftol = None if ftol is None else validation.positive("ftol", ftol)
+        if not self.trainable_variables:
+            raise ValueError(
+                "The model has no trainable weights: there is nothing for "
+                f"{type(self.optimizer).__name__} to train."
+            )
+        solver = self.optimizer
+        if not solver.built:
+            solver.build(self.trainable_variables)
+        solver.forget_evaluations()
+        data = self._full_batch_dataset(x, y, sample_weight)
+        batch = next(iter(data))
+        names = self._solve_log_names(batch)
+        history = self._solve_function(names, gtol, ftol)(batch, tf.constant(iterations))
+        count = int(history.pop("iterations"))
+        result = {key: value.numpy()[:count] for key, value in history.items()}
+        result["iterations"] = count
+        return result
+
+    def _solve_log_names(self, batch):
+        """The solver's log names (traced once, without running)."""
+        objective_spec = {}
+
+        def probe(batch):
+            objective = ModelObjective(self, batch, self.distribute_strategy, stationary=True)
+            w = objective.current()
+            _, _, logs = self.optimizer.step(w, self.optimizer.read_state(), objective)
+            objective_spec.update({key: None for key in logs})
+            return tf.constant(0)
+
+        tf.function(probe).get_concrete_function(
+            tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), batch)
+        )
+        return sorted(objective_spec)
+
+    def _solve_function(self, names, gtol, ftol):
+        solver = self.optimizer
+
+        def run(batch, iterations):
+            objective = ModelObjective(self, batch, self.distribute_strategy, stationary=True)
+            dtype = objective.dtype
+            w0 = objective.current()
+            logs = {key: tf.TensorArray(dtype, size=iterations) for key in names + ["loss"]}
+
+            def body(i, w, state, previous, done, logs):
+                value, gradient = _start_point(objective, w, state)
+                w_new, state_new, step_logs = solver.step(w, state, objective)
+                step_logs = dict(step_logs, loss=value)
+                logs = {key: logs[key].write(i, tf.cast(step_logs[key], dtype)) for key in logs}
+                stop = tf.cast(step_logs.get(STOP, 0.0), dtype) > 0
+                if gtol is not None:
+                    stop |= tf.norm(gradient) <= gtol
+                if ftol is not None:
+                    stop |= (i > 0) & (previous - value <= ftol * tf.abs(value))
+                finite = tf.reduce_all(tf.math.is_finite(w_new))
+                w_new = tf.where(finite, w_new, w)
+                state_new = _finite_state(state_new, state)
+                return i + 1, w_new, state_new, value, stop | ~finite, logs
+
+            count, w, state, _, _, logs = tf.while_loop(
+                lambda i, w, state, previous, done, logs: (i < iterations) & ~done,
+                body,
+                (tf.constant(0), w0, solver.read_state(), tf.constant(0.0, dtype),
+                 tf.constant(False), logs),
+            )
+            objective.assign(w)
+            solver.write_state(state)
+            solver.iterations.assign_add(tf.cast(count, solver.iterations.dtype))
+            out = {key: array.stack() for key, array in logs.items()}
+            out["iterations"] = count
+            return out
+
+        return tf.function(run)
+
     def _update_metrics(self, x, y, sample_weight, objective, w):
         """Update the loss (the objective, in the weights' dtype) and the
         compiled metrics on this replica's shard."""
@@ -374,6 +479,19 @@ class SolverModel(keras.Model):
         results = dict(self.get_metrics_result())
         results.update(logs)
         return results
+
+
+def _start_point(objective, w, state):
+    """E and g at an iteration's start: those a solver kept in its state
+    (batch mode), else evaluated."""
+    if all(key in state for key in ("point_known", "point_value", "point_gradient")):
+        return tf.cond(
+            state["point_known"] > 0,
+            lambda: (tf.cast(state["point_value"], objective.dtype),
+                     tf.cast(state["point_gradient"], objective.dtype)),
+            lambda: objective.value_and_gradient(w),
+        )
+    return objective.value_and_gradient(w)
 
 
 def _policy_of(model):

@@ -2,12 +2,20 @@
 
 Runs on whatever device TensorFlow picks (a GPU when there is one) on two
 problems: the sinc(10x) curve fit (1-20-1 tanh, 20,000 points, batches of
-1,000) and an MLP on scikit-learn's bundled digits (64-32-10). Prints one
-table; `--quick` shrinks everything for a CPU smoke run.
+1,000) and an MLP on scikit-learn's bundled digits (64-32-10). Then the
+matrix-free solvers, Newton-CG (`Newton(linear_solver="cg")`) and LM-CG
+(`LevenbergMarquardt(linear_solver="cg")`, when LM takes that argument),
+with Adam for scale, on a digits MLP of over a million weights
+(64-1024-1024-10, m = 1,126,410, full batch), where a dense m x m matrix
+would need 5 TB. Prints one table; `--quick` shrinks everything for a CPU
+smoke run (the large MLP becomes 64-64-10); `--methods` picks methods.
 
     python examples/gpu_check.py            # on the GPU machine
     python examples/gpu_check.py --quick    # anywhere, in seconds
+    python examples/gpu_check.py --methods newton-cg lm-cg adam
 """
+
+import inspect
 
 import argparse
 import os
@@ -57,14 +65,49 @@ def digits_problem(quick):
     return x, y, build, "sparse_categorical_crossentropy", len(x)
 
 
+def large_problem(quick):
+    """Digits on a 64-1024-1024-10 tanh MLP (64-64-10 with `quick`), logits."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = (data.data / 16.0).astype("float32")
+    y = data.target.astype("int32")
+    width = 64 if quick else 1024
+    if quick:
+        x, y = x[:300], y[:300]
+
+    def build():
+        keras.utils.set_random_seed(0)
+        layers = [keras.Input((64,)), keras.layers.Dense(width, activation="tanh")]
+        if not quick:
+            layers.append(keras.layers.Dense(width, activation="tanh"))
+        return keras.Sequential(layers + [keras.layers.Dense(10)])
+
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    return x, y, build, loss, len(x)
+
+
+def lm_takes_linear_solver():
+    return "linear_solver" in inspect.signature(gz.LevenbergMarquardt.__init__).parameters
+
+
+OPTIMIZERS = {
+    "lm": lambda: gz.LevenbergMarquardt(),
+    "lbfgs": lambda: gz.LBFGS(),
+    "adam": lambda: gz.Adam(0.01),
+    "newton-cg": lambda: gz.Newton(
+        damping=1e-3, linear_solver="cg", cg_max_iterations=10, cg_tolerance=1e-2
+    ),
+    "lm-cg": lambda: gz.LevenbergMarquardt(linear_solver="cg"),
+}
+SMALL_METHODS = ("lm", "lbfgs", "adam")
+LARGE_METHODS = ("newton-cg", "lm-cg", "adam")
+
+
 def time_method(problem, method, jit, steps):
     x, y, build, loss, batch = problem
     model = build()
-    optimizer = {
-        "lm": lambda: gz.LevenbergMarquardt(),
-        "lbfgs": lambda: gz.LBFGS(),
-        "adam": lambda: gz.Adam(0.01),
-    }[method]()
+    optimizer = OPTIMIZERS[method]()
     trainer = gz.wrap(model)
     trainer.compile(optimizer=optimizer, loss=loss, jit_compile=jit)
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).repeat()
@@ -72,30 +115,48 @@ def time_method(problem, method, jit, steps):
     start = time.perf_counter()
     history = trainer.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0)
     elapsed = time.perf_counter() - start
-    return 1000 * elapsed / steps, history.history["loss"][-1]
+    return 1000 * elapsed / steps, history.history["loss"][-1], model
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for a CPU smoke run")
     parser.add_argument("--steps", type=int, default=None)
-    args = parser.parse_args()
+    parser.add_argument(
+        "--methods", nargs="+", choices=sorted(OPTIMIZERS), default=None, help="methods to time"
+    )
+    parser.add_argument("--no-xla", action="store_true", help="skip the jit_compile=True runs")
+    args = parser.parse_args(argv)
     steps = args.steps or (3 if args.quick else 50)
     print("devices:", [d.name for d in tf.config.list_logical_devices()])
     problems = {
-        "sinc": sinc_problem(2000 if args.quick else 20000),
-        "digits": digits_problem(args.quick),
+        "sinc": (sinc_problem(2000 if args.quick else 20000), SMALL_METHODS),
+        "digits": (digits_problem(args.quick), SMALL_METHODS),
+        "large": (large_problem(args.quick), LARGE_METHODS),
     }
-    print(f"{'problem':8} {'method':6} {'xla':5} {'ms/step':>9} {'loss':>10}")
-    for name, problem in problems.items():
-        for method in ("lm", "lbfgs", "adam"):
-            for jit in (False, True):
+    jits = (False,) if args.no_xla else (False, True)
+    print(f"{'problem':8} {'method':9} {'m':>9} {'xla':5} {'ms/step':>9} {'loss':>10}")
+    results = []
+    for name, (problem, methods) in problems.items():
+        for method in methods:
+            if args.methods is not None and method not in args.methods:
+                continue
+            if method == "lm-cg" and not lm_takes_linear_solver():
+                print(f"{name:8} {method:9} LM-CG: not wired", flush=True)
+                continue
+            for jit in jits:
                 try:
-                    ms, loss = time_method(problem, method, jit, steps)
-                    print(f"{name:8} {method:6} {str(jit):5} {ms:9.2f} {loss:10.3g}", flush=True)
+                    ms, loss, model = time_method(problem, method, jit, steps)
+                    m = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+                    print(
+                        f"{name:8} {method:9} {m:9d} {str(jit):5} {ms:9.2f} {loss:10.3g}",
+                        flush=True,
+                    )
+                    results.append((name, method, m, jit, ms, loss))
                 except Exception as error:  # report and go on: this is a survey
-                    print(f"{name:8} {method:6} {str(jit):5} failed: {type(error).__name__}: "
-                          f"{str(error).splitlines()[0][:120]}", flush=True)
+                    print(f"{name:8} {method:9} {'':9} {str(jit):5} failed: "
+                          f"{type(error).__name__}: {str(error).splitlines()[0][:120]}", flush=True)
+    return results
 
 
 if __name__ == "__main__":

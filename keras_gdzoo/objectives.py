@@ -244,9 +244,10 @@ class ModelObjective(curvature.CurvatureMixin, Objective):
         x, y, sample_weight = self.data
         if self.strategy.num_replicas_in_sync == 1 and not _is_distributed(x):
             return fn(x, y, sample_weight, *args)
-        if not _is_distributed(x) and tf.distribute.get_replica_context() is not None:
-            # Already on one replica (Keras's evaluate): sum with the others.
-            context = tf.distribute.get_replica_context()
+        context = tf.distribute.get_replica_context()
+        if not _is_distributed(x) and context is not None and context.num_replicas_in_sync > 1:
+            # Already inside a replica function (Keras's evaluate): sum with
+            # the other replicas.
             return context.all_reduce(tf.distribute.ReduceOp.SUM, fn(x, y, sample_weight, *args))
         per_replica = self.strategy.run(fn, args=(x, y, sample_weight) + args)
         return tf.nest.map_structure(
@@ -536,7 +537,7 @@ class ModelObjective(curvature.CurvatureMixin, Objective):
         return 1.0
 
     def _check_gauss_newton_loss(self):
-        if self.loss_name is not None or self.kind != "compiled":
+        if self.loss_name is not None or self.kind != "compiled" or not self.multi_output:
             return super()._check_gauss_newton_loss()
         for term in self.terms:
             if term.name not in curvature.GAUSS_NEWTON_LOSSES or (

@@ -27,6 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_gdzoo import _keras_adapter
 from keras_gdzoo import validation
 from keras_gdzoo.objectives import ModelObjective
 from keras_gdzoo.objectives import overrides_compute_loss
@@ -194,11 +195,7 @@ class SolverModel(keras.Model):
         self._objective_loss = keras.metrics.Mean(name="loss")
 
     def compile_from_config(self, config):
-        # As Keras's own, which skips models that override `compile`.
-        config = keras.saving.deserialize_keras_object(config)
-        self.compile(**config)
-        if hasattr(self, "optimizer") and self.built:
-            self.optimizer.build(self.trainable_variables)
+        _keras_adapter.compile_from_config(self, config)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """The objective on a batch: residuals, the wrapped model's own
@@ -310,24 +307,8 @@ class SolverModel(keras.Model):
             bool(self.jit_compile) and self.distribute_strategy.num_replicas_in_sync == 1
         )
         step = tf.function(self._solver_step, reduce_retracing=True, jit_compile=jit_compile)
-
-        def train_function(iterator):
-            # steps_per_execution iterations per call: Keras's callbacks and
-            # logs handling run once per call. (The loop stays in Python: a
-            # tf.while_loop around whole solver iterations measured slower.)
-            logs = None
-            for _ in range(self.steps_per_execution):
-                try:
-                    data = next(iterator)
-                except StopIteration:
-                    if logs is None:
-                        raise
-                    break
-                logs = step(data)
-            return logs
-
-        self.train_function = train_function
-        return train_function
+        self.train_function = _keras_adapter.train_function(step, self.steps_per_execution)
+        return self.train_function
 
     def solve(self, x, y=None, sample_weight=None, iterations=1000, gtol=None, ftol=None):
         """Run up to `iterations` solver iterations on the whole data set in

@@ -254,9 +254,6 @@ class Solver(keras.optimizers.Optimizer):
       go on; `stop_message` says why.
     """
 
-    #: True for methods that need per-example Jacobians (Levenberg-Marquardt)
-    #: or Hessians (Newton); used by `SolverModel` to pick its objective.
-    needs_curvature = False
     #: Shown when a solver asks training to stop.
     stop_message = "the solver cannot make progress"
 

@@ -98,7 +98,6 @@ class Newton(Solver):
         ICML.
     """
 
-    needs_curvature = True
     stop_message = (
         "no damped Newton step lowers the loss (a minimum, or a non-finite "
         "loss or Hessian)"

@@ -5,6 +5,10 @@
    20 epochs (several times LM's time), LM in mini-batch mode.
 2. A 64-16-10 net classifies scikit-learn's bundled digits (offline) with a
    cross-entropy on logits: LM uses the generalized Gauss-Newton matrix.
+3. A curve fit y = a exp(-b x) + c written as a Keras layer, in float64:
+   the fitted weights with their standard errors
+   (`gz.uncertainty.covariance`, equal to scipy's curve_fit pcov) and the
+   standard errors of predictions, and why training stopped (`status`).
 
 Prints losses, the damping LM ended with and the test accuracy. Runs offline
 in under a minute on two cores.
@@ -79,7 +83,7 @@ def classification():
     )
     trainer = gz.wrap(model)
     trainer.compile(
-        optimizer=gz.LevenbergMarquardt(damping=1.0),
+        optimizer=gz.LevenbergMarquardt(),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     start = time.perf_counter()
@@ -91,6 +95,43 @@ def classification():
     print(f"test accuracy {accuracy:.3f}")
 
 
+class ExponentialDecay(keras.layers.Layer):
+    """y = a exp(-b x) + c."""
+
+    def build(self, input_shape):
+        def scalar(name, value):
+            return self.add_weight(
+                shape=(), initializer=keras.initializers.Constant(value), name=name
+            )
+
+        self.a, self.b, self.c = scalar("a", 1.0), scalar("b", 0.5), scalar("c", 0.0)
+
+    def call(self, x):
+        return self.a * keras.ops.exp(-self.b * x) + self.c
+
+
+def curve_fit():
+    keras.config.set_floatx("float64")
+    rng = np.random.default_rng(3)
+    x = np.linspace(0.0, 4.0, 40)[:, None]
+    y = 2.5 * np.exp(-1.3 * x) + 0.5 + 0.05 * rng.normal(size=x.shape)
+    model = keras.Sequential([keras.Input((1,)), ExponentialDecay()])
+    trainer = gz.wrap(model)
+    trainer.compile(optimizer=gz.LevenbergMarquardt(), loss="mse")
+    history = trainer.fit(x, y, batch_size=len(x), epochs=100, verbose=0)
+    fit = gz.uncertainty.covariance(trainer, (x, y))
+    print(f"\ncurve fit: stopped after {len(history.history['loss'])} iterations, "
+          f"status {history.history['status'][-1]:.0f} ({trainer.optimizer.stop_message})")
+    for name, value, error in zip("abc", fit.weights, fit.standard_errors):
+        print(f"  {name} = {value:.4f} +- {error:.4f}")
+    x_new = np.array([[0.0], [2.0], [6.0]])
+    errors = gz.uncertainty.prediction_standard_errors(trainer, x_new, fit)
+    for xi, yi, ei in zip(x_new[:, 0], model.predict(x_new, verbose=0)[:, 0], errors[:, 0]):
+        print(f"  y({xi:.0f}) = {yi:.4f} +- {ei:.4f}")
+    keras.config.set_floatx("float32")
+
+
 if __name__ == "__main__":
     regression()
     classification()
+    curve_fit()

@@ -214,7 +214,7 @@ def _penalty_terms(objective, x, w, v=None):
 
 def _check_gauss_newton_loss(objective):
     check = getattr(objective, "_check_gauss_newton_loss", None)
-    if check is not None:  # curvature.CurvatureMixin's message
+    if check is not None:  # the objective's own refusal message
         check()
     if objective.loss_name is None:
         # Several outputs' losses, or residual objectives: their dense

@@ -174,7 +174,7 @@ def _rows(t):
     return static if static is not None else tf.shape(t)[0]
 
 
-class ModelObjective(curvature.CurvatureMixin, Objective):
+class ModelObjective(Objective):
     """The objective of a wrapped Keras model on one batch, as a function of w.
 
     Args:
@@ -186,10 +186,16 @@ class ModelObjective(curvature.CurvatureMixin, Objective):
         stationary: True when the batch is the whole data set every step
             (batch mode): solvers may then reuse E and g from their last step.
 
-    Attributes (besides `Objective`'s) used by `keras_gdzoo.curvature`:
+    Attributes (besides `Objective`'s):
         count: the global number of examples n in the batch.
         loss_name, from_logits: the compiled loss, for Gauss-Newton forms.
+        curvature: the `keras_gdzoo.curvature.ModelCurvature` composed from
+            this objective's forward pass, per-example losses and replica
+            sums (Gauss-Newton matrices, sample-space systems, Hessians).
+        memory_budget: bytes for one chunk of per-example Jacobians.
     """
+
+    memory_budget = curvature.DEFAULT_MEMORY_BUDGET
 
     def __init__(self, model, data, strategy, stationary=False):
         self.model = model
@@ -216,6 +222,23 @@ class ModelObjective(curvature.CurvatureMixin, Objective):
         self.from_logits = self.terms[0].from_logits if single else False
         self.count = self.replica_sum(
             lambda x, y, sample_weight: tf.cast(_rows(tf.nest.flatten(x)[0]), self.dtype)
+        )
+
+    @property
+    def curvature(self):
+        return curvature.ModelCurvature(
+            predict=self.predict,
+            per_example_loss=self.per_example_loss,
+            replica_sum=self.replica_sum,
+            count=self.count,
+            size=self.size,
+            dtype=self.dtype,
+            loss_name=self.loss_name,
+            from_logits=self.from_logits,
+            num_replicas=self.strategy.num_replicas_in_sync,
+            loss_description=", ".join(term.describe() for term in self.terms) or self.kind,
+            check=self._check_gauss_newton_loss,
+            memory_budget=self.memory_budget,
         )
 
     # -- flat view ----------------------------------------------------------
@@ -499,22 +522,22 @@ class ModelObjective(curvature.CurvatureMixin, Objective):
                 "first-order solver."
             )
         self._check_targets()
-        value, gradient, matrix = super().gauss_newton(w)
+        value, gradient, matrix = self.curvature.gauss_newton(w)
         return self._add_penalty(value, gradient, matrix, w, self._penalty_scale)
 
     def gauss_newton_sample_space(self, w):
         self._check_targets()
-        return super().gauss_newton_sample_space(w)
+        return self.curvature.gauss_newton_sample_space(w)
 
     def prefers_sample_space(self, w):
         if self.kind != "compiled" or self.loss_name is None or self.has_penalty():
             # Penalties (and residual entries) are added to A in parameter space.
             return False
-        return super().prefers_sample_space(w)
+        return self.curvature.prefers_sample_space(w)
 
     def hessian(self, w):
         if self.kind == "compiled":
-            value, gradient, matrix = super().hessian(w)
+            value, gradient, matrix = self.curvature.hessian(w)
             return self._add_penalty(value, gradient, matrix, w, 1.0)
 
         def local(x, y, sample_weight, w):
@@ -538,7 +561,10 @@ class ModelObjective(curvature.CurvatureMixin, Objective):
 
     def _check_gauss_newton_loss(self):
         if self.loss_name is not None or self.kind != "compiled" or not self.multi_output:
-            return super()._check_gauss_newton_loss()
+            return curvature.ModelCurvature(
+                None, None, None, None, self.size, self.dtype, loss_name=self.loss_name,
+                loss_description=", ".join(t.describe() for t in self.terms) or self.kind,
+            ).check_gauss_newton_loss()
         for term in self.terms:
             if term.name not in curvature.GAUSS_NEWTON_LOSSES or (
                 not term.from_logits

@@ -17,8 +17,8 @@ from keras_gdzoo import curvature
 from keras_gdzoo.solvers.base import Objective
 
 
-class StatelessObjective(curvature.CurvatureMixin, Objective):
-    """What `ModelObjective` offers `CurvatureMixin`, on fixed arrays.
+class StatelessObjective(Objective):
+    """What `ModelObjective` gives `curvature.ModelCurvature`, on fixed arrays.
 
     predict is `model.stateless_call` at the unflattened weights; there is a
     single replica, so `replica_sum` calls the function on the whole batch.
@@ -35,6 +35,38 @@ class StatelessObjective(curvature.CurvatureMixin, Objective):
         self.dtype = tf.as_dtype(model.trainable_variables[0].dtype)
         self.x, self.y, self.sample_weight = x, y, sample_weight
         self.count = tf.cast(tf.shape(tf.nest.flatten(x)[0])[0], self.dtype)
+
+    memory_budget = curvature.DEFAULT_MEMORY_BUDGET
+
+    @property
+    def curvature(self):
+        return curvature.ModelCurvature(
+            self.predict,
+            self.per_example_loss,
+            self.replica_sum,
+            self.count,
+            self.size,
+            self.dtype,
+            loss_name=self.loss_name,
+            from_logits=self.from_logits,
+            loss_description=self.loss.name,
+            memory_budget=self.memory_budget,
+        )
+
+    def gauss_newton(self, w):
+        return self.curvature.gauss_newton(w)
+
+    def gauss_newton_sample_space(self, w):
+        return self.curvature.gauss_newton_sample_space(w)
+
+    def prefers_sample_space(self, w):
+        return self.curvature.prefers_sample_space(w)
+
+    def hessian(self, w):
+        return self.curvature.hessian(w)
+
+    def _chunk_size(self, numbers_per_example):
+        return self.curvature._chunk_size(numbers_per_example)
 
     def weights(self):
         return tf.concat([tf.reshape(v.value, [-1]) for v in self.model.trainable_variables], 0)

@@ -12,6 +12,7 @@ import scipy.optimize
 import tensorflow as tf
 
 import keras_gdzoo as gz
+from keras_gdzoo.solvers import damping
 from keras_gdzoo.solvers.base import STOP
 from keras_gdzoo.solvers.base import FunctionObjective
 
@@ -38,6 +39,15 @@ def helical_valley(w, xp=tf):
     return xp.stack([10.0 * (w[2] - 10.0 * theta), 10.0 * (radius - 1.0), w[2]])
 
 
+def rosenbrock_offset(w, xp=tf):
+    # Rosenbrock plus a constant residual: a minimum with E > 0.
+    return xp.stack([10.0 * (w[1] - w[0] ** 2), 1.0 - w[0], 0.5 + 0.0 * w[0]])
+
+
+def rosenbrock_offset_jacobian(w):
+    return np.array([[-20.0 * w[0], 10.0], [-1.0, 0.0], [0.0, 0.0]])
+
+
 PROBLEMS = {
     # name: (residuals, start, minimum)
     "rosenbrock": (rosenbrock, [-1.2, 1.0], [1.0, 1.0]),
@@ -55,43 +65,80 @@ def numpy_jacobian(residuals, w, h=1e-7):
 
 
 def numpy_levenberg_marquardt(residuals, w, iterations, damping=1e-3, decrease=0.1,
-                              increase=10.0, max_damping=1e10, attempts=10):
-    """The lecture's iteration and DESIGN.md's damping rule, in NumPy."""
+                              increase=10.0, max_damping=1e10, attempts=10, rule="lecture",
+                              gtol=0.0, ftol=0.0, xtol=0.0, jacobian=None):
+    """The lecture's iteration, the damping rules and the stopping tests as
+    the LevenbergMarquardt docstring states them, in NumPy."""
     energy = lambda w: 0.5 * np.sum(residuals(w, np) ** 2)  # noqa: E731
+    jacobian = jacobian or (lambda w: numpy_jacobian(residuals, w))
+    scaled = rule in ("marquardt", "scaled-gain-ratio")
+    eps = np.finfo(np.float64).eps
     records = []
-    mu = damping
+    mu, nu, d = damping, 2.0, None
     for _ in range(iterations):
         r = residuals(w, np)
-        jacobian = numpy_jacobian(residuals, w)
-        value = energy(w)
-        tries, accepted = 0, False
-        while not accepted and tries < attempts and mu <= max_damping:
-            delta = np.linalg.solve(jacobian.T @ jacobian + mu * np.eye(len(w)), jacobian.T @ r)
+        jac = jacobian(w)
+        matrix, gradient, value = jac.T @ jac, jac.T @ r, energy(w)
+        diagonal = np.diag(matrix)
+        if scaled:
+            d = np.where(diagonal > 0, diagonal, 1.0) if d is None else np.maximum(d, diagonal)
+            scale, cap = d, max_damping
+        else:
+            scale, cap = np.ones(len(w)), max_damping * np.max(diagonal)
+        cosines = np.where(diagonal > 0, np.abs(gradient) / np.sqrt(2 * value * diagonal), 0.0)
+        if value == 0 or np.max(cosines) <= gtol:
+            records.append({"w": w, "damping": mu, "attempts": 0, "accepted": 0.0, "status": 1})
+            break
+        tries, accepted, small, flat = 0, False, False, False
+        while not (accepted or small or flat) and tries < attempts and mu <= cap:
+            delta = np.linalg.solve(matrix + mu * np.diag(scale), gradient)
             tries += 1
             trial = w - delta
-            if np.isfinite(energy(trial)) and energy(trial) < value:
-                w, accepted, mu = trial, True, mu * decrease
+            step_norm = np.linalg.norm(np.sqrt(scale) * delta)
+            w_norm = np.linalg.norm(np.sqrt(scale) * w)
+            null = np.all(trial == w) or step_norm <= eps * w_norm
+            small = step_norm <= xtol * (xtol + w_norm) or (null and xtol > 0)
+            trial_value = np.nan if null else energy(trial)
+            predicted = 0.5 * delta @ (gradient + mu * scale * delta) / value
+            actual = (value - trial_value) / value
+            rho = actual / predicted if predicted > 0 else -1.0
+            rho = rho if np.isfinite(rho) else -1.0
+            accepted = bool(np.isfinite(trial_value) and trial_value < value)
+            flat = bool(np.isfinite(trial_value) and abs(actual) <= ftol and predicted <= ftol
+                        and rho <= 2)
+            if rule in ("lecture", "marquardt"):
+                mu = mu * decrease if accepted else mu * increase
+            elif accepted:
+                mu, nu = mu * max(1 / 3, 1 - (2 * rho - 1) ** 3), 2.0
             else:
-                mu = mu * increase
-        records.append({"w": w, "damping": mu, "attempts": tries, "accepted": float(accepted)})
-        if mu > max_damping:
+                mu, nu = mu * nu, 2 * nu
+            if accepted:
+                w = trial
+        status = 4 if small and flat else 2 if flat else 3 if small else -1 if mu > cap else 0
+        records.append({"w": w, "damping": mu, "attempts": tries, "accepted": float(accepted),
+                        "status": status})
+        if status:
             break
     return records
 
 
+@pytest.mark.parametrize("rule", ["lecture", "marquardt", "gain-ratio", "scaled-gain-ratio"])
 @pytest.mark.parametrize("name", sorted(PROBLEMS))
-def test_trajectory_equals_numpy_transcription_and_reaches_minimum(name):
+def test_trajectory_equals_numpy_transcription_and_reaches_minimum(name, rule):
     residuals, start, minimum = PROBLEMS[name]
-    solver = gz.LevenbergMarquardt()
+    solver = gz.LevenbergMarquardt(damping_rule=rule, gtol=0, ftol=0, xtol=0)
     w, history = solver.minimize(
         least_squares_objective(residuals, len(start)),
         tf.constant(start, tf.float64),
         iterations=40,
     )
-    expected = numpy_levenberg_marquardt(residuals, np.array(start), iterations=40)
+    expected = numpy_levenberg_marquardt(residuals, np.array(start), iterations=40, rule=rule)
+    assert len(history[1:]) >= min(len(expected), 12)
     for got, want in zip(history[1:], expected):
         np.testing.assert_allclose(got["w"], want["w"], rtol=1e-6, atol=1e-8)
-        np.testing.assert_allclose(got["damping"], want["damping"], rtol=1e-9)
+        # The gain ratio carries the finite-difference Jacobian's error.
+        rtol = 1e-9 if rule in ("lecture", "marquardt") else 1e-5
+        np.testing.assert_allclose(got["damping"], want["damping"], rtol=rtol)
         assert got["attempts"] == want["attempts"]
         assert got["accepted"] == want["accepted"]
     # The damping rule was exercised both ways.
@@ -107,7 +154,9 @@ def test_linear_least_squares_lands_on_lstsq_in_two_iterations(rng):
     x = rng.normal(size=(30, 4))
     y = rng.normal(size=30)
     residuals = lambda w: tf.linalg.matvec(tf.constant(x), w) - y  # noqa: E731
-    w, history = gz.LevenbergMarquardt(damping=1e-9).minimize(
+    w, history = gz.LevenbergMarquardt(
+        damping=1e-9, damping_rule="lecture", gtol=0, ftol=0, xtol=0
+    ).minimize(
         least_squares_objective(residuals, 4), tf.zeros(4, tf.float64), iterations=2
     )
     expected = np.linalg.lstsq(x, y, rcond=None)[0]
@@ -130,20 +179,163 @@ def test_non_finite_trial_point_is_undone_and_damping_raised():
     np.testing.assert_allclose(w.numpy(), [np.exp(-3.0)], rtol=1e-6)
 
 
-def test_stops_when_damping_exceeds_max_damping():
-    # Already at the minimum (E = 0): no step can lower E.
-    residuals = lambda w: w - tf.constant([1.0, 2.0], tf.float64)  # noqa: E731
-    solver = gz.LevenbergMarquardt(damping=1e-3, max_damping=1e3, attempts=4)
+def constant_value_objective(residuals, size):
+    """A loss no step lowers (E is constant) with a nonzero Gauss-Newton
+    gradient: every trial step is rejected."""
+    return FunctionObjective(
+        lambda w: tf.constant(1.0, tf.float64) + 0.0 * tf.reduce_sum(w), size, "float64",
+        residuals=residuals,
+    )
+
+
+@pytest.mark.parametrize("residual_scale", [1.0, 1e3])
+def test_stops_when_damping_exceeds_max_damping(residual_scale):
+    # A = scale^2 I: max_damping is relative to max_j A_jj, so the damping
+    # (scaled alike) meets it after the same attempts whatever the scale.
+    residuals = lambda w: residual_scale * (w - tf.constant([1.0, 2.0], tf.float64))  # noqa: E731
+    size = residual_scale**2
+    solver = gz.LevenbergMarquardt(
+        damping=1e-3 * size, max_damping=1e3, attempts=4, damping_rule="lecture",
+        gtol=0, ftol=0, xtol=0,
+    )
     w, history = solver.minimize(
-        least_squares_objective(residuals, 2), tf.constant([1.0, 2.0], tf.float64), iterations=10
+        constant_value_objective(residuals, 2), tf.zeros(2, tf.float64), iterations=10
     )
     # 1e-3 -> 1e1 after four rejected attempts; then 1e2, 1e3, 1e4: over
     # max_damping after three more, which ends the iteration and training.
-    assert [r["damping"] for r in history[1:]] == pytest.approx([1e1, 1e4])
+    assert [r["damping"] / size for r in history[1:]] == pytest.approx([1e1, 1e4])
     assert [r["attempts"] for r in history[1:]] == [4.0, 3.0]
     assert [r[STOP] for r in history[1:]] == [0.0, 1.0]
+    assert [r["status"] for r in history[1:]] == [0.0, -1.0]
     assert [r["accepted"] for r in history[1:]] == [0.0, 0.0]
+    np.testing.assert_array_equal(w.numpy(), [0.0, 0.0])
+
+
+def test_exact_minimum_stops_at_once_on_gtol():
+    residuals = lambda w: w - tf.constant([1.0, 2.0], tf.float64)  # noqa: E731
+    w, history = gz.LevenbergMarquardt(gtol=0).minimize(
+        least_squares_objective(residuals, 2), tf.constant([1.0, 2.0], tf.float64), 10
+    )
+    assert len(history) == 2
+    assert history[1]["status"] == 1.0 and history[1][STOP] == 1.0
+    assert history[1]["attempts"] == 0.0 and history[1]["damping"] == 1e-3
     np.testing.assert_array_equal(w.numpy(), [1.0, 2.0])
+
+
+@pytest.mark.parametrize(
+    "rule, tolerances, status",
+    [
+        ("lecture", {"gtol": 1e-6}, 1),
+        ("scaled-gain-ratio", {"gtol": 1e-6}, 1),
+        ("lecture", {"ftol": 1e-6}, 2),
+        ("gain-ratio", {"ftol": 1e-6}, 2),
+        ("lecture", {"xtol": 1e-4}, 3),
+        ("scaled-gain-ratio", {"xtol": 1e-4}, 3),
+    ],
+)
+def test_each_stopping_tolerance_stops_where_the_numpy_transcription_does(
+    rule, tolerances, status
+):
+    residuals, start, minimum = rosenbrock_offset, [-1.2, 1.0], [1.0, 1.0]
+    settings = {"gtol": 0.0, "ftol": 0.0, "xtol": 0.0, **tolerances}
+    w, history = gz.LevenbergMarquardt(damping_rule=rule, **settings).minimize(
+        least_squares_objective(residuals, 2), tf.constant(start, tf.float64), iterations=100
+    )
+    expected = numpy_levenberg_marquardt(
+        residuals, np.array(start), 100, rule=rule, jacobian=rosenbrock_offset_jacobian,
+        **settings,
+    )
+    assert expected[-1]["status"] == status
+    assert len(history) - 1 == len(expected)
+    assert [r["status"] for r in history[1:]] == [float(e["status"]) for e in expected]
+    assert history[-1][STOP] == 1.0
+    np.testing.assert_allclose(w.numpy(), expected[-1]["w"], rtol=1e-9)
+    np.testing.assert_allclose(w.numpy(), minimum, atol=1e-2)
+
+
+def test_status_is_the_stop_message_in_fit():
+    # Zero inputs and targets, zero bias: the loss is 0 and cannot fall.
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    trainer = gz.wrap(model)
+    solver = gz.LevenbergMarquardt()
+    trainer.compile(optimizer=solver, loss="mse")
+    before = [v.numpy() for v in model.trainable_variables]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = trainer.fit(
+            np.zeros((8, 2), "float32"), np.zeros((8, 1), "float32"), batch_size=8, epochs=5,
+            verbose=0,
+        )
+    assert history.history["status"] == [1.0]
+    assert solver.stop_message == gz.solvers.levenberg_marquardt.STATUS_MESSAGES[1]
+    assert any("LevenbergMarquardt stopped training: converged (gtol)" in str(w.message)
+               for w in caught)
+    for variable, value in zip(model.trainable_variables, before):
+        np.testing.assert_array_equal(variable.numpy(), value)
+
+
+# -- issue 9: non-finite curvature, null steps ---------------------------------
+
+
+def test_nan_in_the_data_stops_and_keeps_a_finite_state():
+    x = np.linspace(-1, 1, 16, dtype="float32")[:, None]
+    y = 2 * x + 1
+    bad = x.copy()
+    bad[3, 0] = np.nan
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    trainer = gz.wrap(model)
+    solver = gz.LevenbergMarquardt()
+    trainer.compile(optimizer=solver, loss="mse")
+    before = [v.numpy() for v in model.trainable_variables]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = trainer.fit(bad, y, batch_size=16, epochs=5, verbose=0).history
+    assert history[STOP] == [1.0] and history["status"] == [-2.0]
+    assert any("not finite" in str(w.message) for w in caught)
+    for key, variable in solver.solver_state.items():
+        assert np.all(np.isfinite(variable.numpy())), key
+    assert float(solver.solver_state["damping"].numpy()) == pytest.approx(1e-3)
+    for variable, value in zip(model.trainable_variables, before):
+        np.testing.assert_array_equal(variable.numpy(), value)
+    # On clean data the same solver moves again.
+    history = trainer.fit(x, y, batch_size=16, epochs=3, verbose=0).history
+    assert history["accepted"][0] == 1.0
+    assert history["loss"][-1] < 1e-3 * history["loss"][0]
+
+
+class UlpNoisyObjective(FunctionObjective):
+    """Each evaluation comes out a few ulps lower than the last, as two code
+    paths computing the same loss may: a null step then looks "lower"."""
+
+    def __init__(self, residuals, size):
+        super().__init__(
+            lambda w: 0.5 * tf.reduce_sum(residuals(w) ** 2), size, "float64",
+            residuals=residuals,
+        )
+        self.calls = tf.Variable(0.0, dtype=tf.float64)
+
+    def value(self, w):
+        value = super().value(w)
+        self.calls.assign_add(1.0)
+        return value * (1.0 - 4e-16 * self.calls)
+
+
+@pytest.mark.parametrize("xtol, status", [(1e-8, 3.0), (1e-300, 3.0), (0.0, -1.0)])
+def test_a_step_that_rounds_back_to_w_is_never_accepted(xtol, status):
+    # r(w) = (w - 1e8) - 1e-9: the step, 1e-9, is below the spacing of
+    # floats at 1e8 (1.5e-8), so w - delta == w. (Variables, so that graph
+    # optimizations cannot fold the two constants into one.)
+    far, near = tf.Variable(1e8, dtype=tf.float64), tf.Variable(1e-9, dtype=tf.float64)
+    residuals = lambda w: (w - far) - near  # noqa: E731
+    objective = UlpNoisyObjective(residuals, 1)
+    w, history = gz.LevenbergMarquardt(xtol=xtol, attempts=40).minimize(
+        objective, tf.constant([1e8], tf.float64), iterations=50
+    )
+    assert history[-1][STOP] == 1.0 and history[-1]["status"] == status
+    assert all(r["accepted"] == 0.0 for r in history[1:])
+    assert len(history) <= 3
+    np.testing.assert_array_equal(w.numpy(), [1e8])
 
 
 def test_xla_iteration_equals_graph_iteration():
@@ -174,7 +366,7 @@ def test_digits_classification_with_cross_entropy_reaches_95_percent():
     )
     trainer = gz.wrap(model)
     trainer.compile(
-        optimizer=gz.LevenbergMarquardt(damping=1.0),
+        optimizer=gz.LevenbergMarquardt(),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     history = trainer.fit(x_train, y_train, batch_size=len(x_train), epochs=6, verbose=0)
@@ -204,7 +396,7 @@ def test_batches_smaller_than_the_model_use_sample_space(monkeypatch):
 
     # The same iterations solved in parameter space.
     with monkeypatch.context() as patch:
-        patch.setattr(gz.curvature.CurvatureMixin, "prefers_sample_space", lambda self, w: False)
+        patch.setattr(gz.curvature.ModelCurvature, "prefers_sample_space", lambda self, w: False)
         _, _, parameter_space = train(batch_size=30, epochs=10)
     np.testing.assert_allclose(sample_space["loss"], parameter_space["loss"], rtol=1e-3)
     assert sample_space["attempts"] == parameter_space["attempts"]
@@ -216,32 +408,6 @@ def test_batches_smaller_than_the_model_use_sample_space(monkeypatch):
     assert all(np.isfinite(v.numpy()).all() for v in model.trainable_variables)
 
 
-def test_fit_stops_with_a_warning_when_no_step_lowers_the_loss():
-    # Zero inputs and targets, zero bias: the loss is 0 and cannot fall.
-    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    trainer = gz.wrap(model)
-    trainer.compile(optimizer=gz.LevenbergMarquardt(), loss="mse")
-    x = np.zeros((8, 2), "float32")
-    before = [v.numpy() for v in model.trainable_variables]
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        history = trainer.fit(x, np.zeros((8, 1), "float32"), batch_size=8, epochs=5, verbose=0)
-    # Ten rejected attempts, each mu *= 10 (in float32), then more until mu
-    # exceeds max_damping = 1e10.
-    mu, expected = np.float32(1e-3), []
-    for _ in range(2):
-        for _ in range(10):
-            if mu > np.float32(1e10):
-                break
-            mu = mu * np.float32(10.0)
-        expected.append(float(mu))
-    assert history.history["damping"] == pytest.approx(expected, rel=1e-6)
-    assert expected[-1] > 1e10
-    assert any("max_damping" in str(w.message) for w in caught)
-    for variable, value in zip(model.trainable_variables, before):
-        np.testing.assert_array_equal(variable.numpy(), value)
-
-
 def test_refuses_a_model_too_large_before_allocating():
     solver = gz.LevenbergMarquardt()
     with pytest.raises(ValueError, match=r"m=1000000 .*GiB"):
@@ -249,7 +415,7 @@ def test_refuses_a_model_too_large_before_allocating():
     model = keras.Sequential([keras.Input((1000,)), keras.layers.Dense(1000)])
     trainer = gz.wrap(model)
     trainer.compile(optimizer=gz.LevenbergMarquardt(), loss="mse")
-    with pytest.raises(ValueError, match=r"LevenbergMarquardt needs 5 dense .*m=1001000"):
+    with pytest.raises(ValueError, match=r"LevenbergMarquardt needs \d dense .*m=1001000"):
         trainer.fit(np.zeros((2, 1000), "float32"), np.zeros((2, 1000), "float32"), verbose=0)
 
 
@@ -258,13 +424,40 @@ def test_refuses_a_model_too_large_before_allocating():
 
 def test_config_round_trip():
     solver = gz.LevenbergMarquardt(
-        damping=0.5, damping_decrease=0.2, damping_increase=4.0, max_damping=1e6, attempts=3
+        damping=0.5, damping_decrease=0.2, damping_increase=4.0, max_damping=1e6, attempts=3,
+        damping_rule="lecture", gtol=1e-7, ftol=1e-6, xtol=1e-5,
     )
     clone = gz.LevenbergMarquardt.from_config(solver.get_config())
-    for key in ["damping", "damping_decrease", "damping_increase", "max_damping", "attempts"]:
+    for key in ["damping", "damping_decrease", "damping_increase", "max_damping", "attempts",
+                "gtol", "ftol", "xtol"]:
         assert getattr(clone, key) == getattr(solver, key)
+    assert isinstance(clone.damping_rule, damping.LectureDamping)
+    assert not clone.damping_rule.scaled
     restored = keras.optimizers.deserialize(keras.optimizers.serialize(solver))
     assert isinstance(restored, gz.LevenbergMarquardt) and restored.attempts == 3
+    assert restored.damping_increase == 4.0
+
+
+def test_default_rule_and_rule_objects_round_trip():
+    default = gz.LevenbergMarquardt()
+    assert isinstance(default.damping_rule, damping.GainRatioDamping)
+    assert default.damping_rule.scaled and default.damping_decrease is None
+    solver = gz.LevenbergMarquardt(damping_rule=damping.GainRatioDamping(scaled=False))
+    restored = keras.optimizers.deserialize(keras.optimizers.serialize(solver))
+    assert isinstance(restored.damping_rule, damping.GainRatioDamping)
+    assert restored.damping_rule.scaled is False
+    marquardt = gz.LevenbergMarquardt(damping_rule="marquardt", damping_increase=3.0)
+    clone = gz.LevenbergMarquardt.from_config(marquardt.get_config())
+    assert clone.damping_rule.scaled and clone.damping_increase == 3.0
+
+
+def test_numpy_scalars_are_accepted():
+    solver = gz.LevenbergMarquardt(
+        damping=np.float32(1e-3), max_damping=np.float64(1e8), attempts=np.int64(5),
+        gtol=np.float32(0.0),
+    )
+    assert solver.damping == pytest.approx(1e-3) and solver.attempts == 5
+    assert type(solver.damping) is float and type(solver.attempts) is int
 
 
 @pytest.mark.parametrize(
@@ -272,24 +465,146 @@ def test_config_round_trip():
     [
         ({"damping": 0.0}, "Argument `damping` must be > 0. Received: damping=0.0"),
         ({"damping": -1}, "Received: damping=-1"),
+        ({"damping": float("nan")}, "Argument `damping` must be finite. Received: damping=nan"),
         (
-            {"damping_decrease": 1.0},
+            {"damping_decrease": 1.0, "damping_rule": "lecture"},
             "Argument `damping_decrease` must be in (0, 1). Received: damping_decrease=1.0",
         ),
-        ({"damping_decrease": 0}, "Received: damping_decrease=0"),
+        ({"damping_decrease": 0, "damping_rule": "lecture"}, "Received: damping_decrease=0"),
         (
-            {"damping_increase": 1.0},
+            {"damping_increase": 1.0, "damping_rule": "marquardt"},
             "Argument `damping_increase` must be > 1. Received: damping_increase=1.0",
+        ),
+        (
+            {"damping_decrease": 0.5},
+            "Argument `damping_decrease` is used only by the lecture rules",
+        ),
+        (
+            {"damping_increase": 5.0, "damping_rule": damping.LectureDamping()},
+            "Argument `damping_increase` is used only by the lecture rules",
         ),
         (
             {"max_damping": 1e-3},
             "Argument `max_damping` must be > damping=0.001. Received: max_damping=0.001",
         ),
-        ({"attempts": 0}, "Argument `attempts` must be an integer >= 1. Received: attempts=0"),
-        ({"attempts": 2.5}, "Received: attempts=2.5"),
-        ({"damping": "big"}, "Argument `damping` must be a number. Received: damping='big'"),
+        (
+            {"max_damping": float("inf")},
+            "Argument `max_damping` must be finite. Received: max_damping=inf",
+        ),
+        ({"attempts": 0}, "Argument `attempts` must be >= 1. Received: attempts=0"),
+        ({"attempts": 2.5}, "Argument `attempts` must be an integer. Received: attempts=2.5"),
+        ({"damping": "big"}, "Argument `damping` must be a float. Received: damping='big'"),
+        ({"gtol": -1e-8}, "Argument `gtol` must be >= 0. Received: gtol=-1e-08"),
+        ({"ftol": float("inf")}, "Argument `ftol` must be finite. Received: ftol=inf"),
+        ({"xtol": "small"}, "Argument `xtol` must be a float. Received: xtol='small'"),
+        ({"damping_rule": "nope"}, "Argument `damping_rule` must be one of"),
     ],
 )
 def test_bad_arguments_are_refused_by_name(kwargs, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         gz.LevenbergMarquardt(**kwargs)
+
+
+# -- Bayesian regularization -------------------------------------------------
+
+
+def test_bayesian_regularization_reaches_mackays_fixed_point_on_linear_least_squares(rng):
+    x = rng.normal(size=(30, 4))
+    y = x @ np.array([1.0, -2.0, 0.5, 0.0]) + 0.3 * rng.normal(size=30)
+    residuals = lambda w: tf.linalg.matvec(tf.constant(x), w) - y  # noqa: E731
+    w, history = gz.BayesianRegularization(gtol=0, ftol=0, xtol=0).minimize(
+        least_squares_objective(residuals, 4), tf.zeros(4, tf.float64), iterations=60
+    )
+    last = history[-1]
+    alpha, beta, gamma = last["alpha"], last["beta"], last["gamma"]
+    ratio = alpha / beta
+    # The ridge solution for the penalty alpha/beta, and MacKay's
+    # re-estimates at it (Foresee & Hagan's units: E_D = sum e^2, E_W = w'w).
+    gram = x.T @ x
+    ridge = np.linalg.solve(gram + ratio * np.eye(4), x.T @ y)
+    np.testing.assert_allclose(w.numpy(), ridge, rtol=1e-6)
+    want_gamma = 4 - ratio * np.trace(np.linalg.inv(gram + ratio * np.eye(4)))
+    np.testing.assert_allclose(gamma, want_gamma, rtol=1e-6)
+    np.testing.assert_allclose(alpha, want_gamma / (2 * ridge @ ridge), rtol=1e-5)
+    sse = np.sum((x @ ridge - y) ** 2)
+    np.testing.assert_allclose(beta, (30 - want_gamma) / (2 * sse), rtol=1e-5)
+    assert 0 < gamma < 4
+    assert history[1]["gamma"] == 4.0  # alpha = 0 at the first iteration
+
+
+def test_bayesian_regularization_on_noisy_sin_against_a_sweep_of_fixed_penalties():
+    """Test error of trainbr-style training against fixed L2 penalties
+    lambda (E_D + lambda w'w, solved to its minimum by MINPACK from the same
+    initial weights), averaged over three noise draws."""
+    keras.config.set_floatx("float64")
+    problem = gz.problems.get("sin")
+    x = problem.x_train.astype("float64")
+    x_test = np.linspace(-1, 1, 201)[:, None]
+    y_test = np.sin(np.pi * x_test)
+    penalties = [0.0, 1e-4, 1e-3, 1e-2, 1e-1]
+    bayes, fixed = [], {penalty: [] for penalty in penalties}
+    for seed in range(3):
+        y = np.sin(np.pi * x) + 0.15 * np.random.default_rng(seed).normal(size=x.shape)
+        model = problem.build_model(seed)
+        initial = [v.numpy() for v in model.trainable_variables]
+        trainer = gz.wrap(model)
+        trainer.compile(optimizer=gz.BayesianRegularization(), loss="mse")
+        history = trainer.fit(x, y, batch_size=len(x), epochs=200, verbose=0).history
+        assert history["status"][-1] != 0  # converged before the epoch cap
+        assert 0 < history["gamma"][-1] < 16
+        bayes.append(np.mean((model.predict(x_test, verbose=0) - y_test) ** 2))
+        shapes = [a.shape for a in initial]
+        splits = np.cumsum([a.size for a in initial])[:-1]
+
+        def forward(p, x):
+            k1, b1, k2, b2 = [c.reshape(s) for c, s in zip(np.split(p, splits), shapes)]
+            return np.tanh(x @ k1 + b1) @ k2 + b2
+
+        start = np.concatenate([a.ravel() for a in initial])
+        for penalty in penalties:
+            fit = scipy.optimize.least_squares(
+                lambda p: np.concatenate([(forward(p, x) - y).ravel(), np.sqrt(penalty) * p]),
+                start, method="lm", max_nfev=20000,
+            )
+            fixed[penalty].append(np.mean((forward(fit.x, x_test) - y_test) ** 2))
+    means = {penalty: np.mean(errors) for penalty, errors in fixed.items()}
+    # Measured: Bayesian 2.18e-3; fixed 0: 0.71, 1e-4: 5.2e-3, 1e-3: 3.6e-3,
+    # 1e-2: 1.7e-3, 1e-1: 1.0e-2. The evidence picks lambda ~ 3e-3..6e-3,
+    # short of the best penalty in hindsight (1e-2).
+    assert np.mean(bayes) < min(means[p] for p in penalties if p != 1e-2)
+    assert np.mean(bayes) <= 1.35 * min(means.values())
+
+
+def test_bayesian_regularization_config_round_trip():
+    solver = gz.BayesianRegularization(damping=1e-2, damping_rule="lecture", gtol=1e-7)
+    restored = keras.optimizers.deserialize(keras.optimizers.serialize(solver))
+    assert isinstance(restored, gz.BayesianRegularization)
+    assert restored.damping == 1e-2 and restored.gtol == 1e-7
+    assert isinstance(restored.damping_rule, damping.LectureDamping)
+    assert {"alpha", "beta"} <= set(restored.state_spec(3, "float64"))
+
+
+class HalvingDamping(damping.DampingRule):
+    """A new rule is a new class: mu /= 2 after an accepted step, *= 2 after
+    a rejected one, carrying a count of rejections."""
+
+    def state_spec(self):
+        return {"rejections": 0.0}
+
+    def accepted(self, mu, state, ratio):
+        return mu / 2, state
+
+    def rejected(self, mu, state):
+        return mu * 2, {"rejections": state["rejections"] + 1}
+
+
+def test_a_custom_damping_rule_plugs_in():
+    residuals, start, minimum = PROBLEMS["rosenbrock"]
+    w, history = gz.LevenbergMarquardt(damping_rule=HalvingDamping()).minimize(
+        least_squares_objective(residuals, 2), tf.constant(start, tf.float64), iterations=100
+    )
+    np.testing.assert_allclose(w.numpy(), minimum, atol=1e-6)
+    mu = 1e-3
+    for record in history[1:]:
+        mu = mu * 2.0 ** (record["attempts"] - 2 * record["accepted"])
+        assert record["damping"] == pytest.approx(mu)

@@ -3,6 +3,7 @@
 from keras_gdzoo.solvers.base import FunctionObjective
 from keras_gdzoo.solvers.base import Objective
 from keras_gdzoo.solvers.base import Solver
+from keras_gdzoo.solvers.bayesian_regularization import BayesianRegularization
 from keras_gdzoo.solvers.conjugate_gradient import ConjugateGradient
 from keras_gdzoo.solvers.conjugate_gradient import SteepestDescent
 from keras_gdzoo.solvers.levenberg_marquardt import LevenbergMarquardt

@@ -62,6 +62,18 @@ class Objective:
         `keras_gdzoo.curvature`)."""
         raise NotImplementedError
 
+    def gauss_newton_sample_space(self, w):
+        """(E(w), g, system) with `system.solve(mu)` giving (mu I + A)^-1 g
+        through the (n K) x (n K) matrix J J' (see
+        `keras_gdzoo.curvature.SampleSpaceSystem`); for objectives with
+        fewer residuals than weights."""
+        raise NotImplementedError
+
+    def prefers_sample_space(self, w):
+        """Whether `gauss_newton_sample_space` is the cheaper form (n K < m):
+        a Python bool or a boolean tensor. Default: never."""
+        return False
+
     def hessian(self, w):
         """(E(w), g, H) with the exact Hessian H of E ([m, m])."""
         raise NotImplementedError

@@ -37,7 +37,8 @@ class SteepestDescent(LineSearchSolver):
         line_search: `"exact"` (default), `"strong-wolfe"`, `"armijo"` or a
             `keras_gdzoo.line_search.LineSearch`.
         name: optional name.
-        **kwargs: other `keras.optimizers.Optimizer` arguments.
+        **kwargs: the `keras.optimizers.Optimizer` arguments (`clipnorm`,
+            `use_ema`, ...) are refused by name: a solver cannot honour them.
 
     Logs per step: `step_size` (a), `evaluations` (objective calls this
     step), `line_search_failed` and `stop_training` (both 1.0 when the
@@ -111,7 +112,8 @@ class ConjugateGradient(LineSearchSolver):
         line_search: `"strong-wolfe"` (default, built with c2=0.1),
             `"exact"`, `"armijo"` or a `keras_gdzoo.line_search.LineSearch`.
         name: optional name.
-        **kwargs: other `keras.optimizers.Optimizer` arguments.
+        **kwargs: the `keras.optimizers.Optimizer` arguments (`clipnorm`,
+            `use_ema`, ...) are refused by name: a solver cannot honour them.
 
     Logs per step: `step_size` (a), `evaluations` (objective calls this
     step), `beta` (the beta used, 0 on a restart), `restarts` (restarts so

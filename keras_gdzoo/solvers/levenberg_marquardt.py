@@ -129,7 +129,8 @@ class LevenbergMarquardt(Solver):
         gtol, ftol, xtol: stopping tolerances (>= 0; 0 disables a test,
             though an exactly zero gradient still stops).
         name: optimizer name.
-        **kwargs: other `keras.optimizers.Optimizer` arguments.
+        **kwargs: the `keras.optimizers.Optimizer` arguments (`clipnorm`,
+            `use_ema`, ...) are refused by name: a solver cannot honour them.
 
     Logs: `damping` (mu after the iteration), `attempts` (trial steps
     solved in this iteration), `accepted` (1.0 when a step was kept),
@@ -179,7 +180,6 @@ class LevenbergMarquardt(Solver):
         IMM-REP-1999-05, Technical University of Denmark.
     """
 
-    needs_curvature = True
 
     def __init__(
         self,

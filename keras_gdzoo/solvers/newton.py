@@ -54,7 +54,8 @@ class Newton(Solver):
         cg_tolerance: CG stops once ||r|| <= cg_tolerance * ||g||, the
             relative residual, in (0, 1) (`"cg"` only).
         name: optimizer name.
-        **kwargs: other `keras.optimizers.Optimizer` arguments.
+        **kwargs: the `keras.optimizers.Optimizer` arguments (`clipnorm`,
+            `use_ema`, ...) are refused by name: a solver cannot honour them.
 
     Logs: `damping` (the mu of the step taken, or the last one tried),
     `accepted` (1.0 when the step was taken), and with CG `cg_iterations`

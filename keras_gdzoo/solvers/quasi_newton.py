@@ -63,7 +63,8 @@ class BFGS(LineSearchSolver):
         line_search: `"strong-wolfe"` (default, c2 = 0.9), `"exact"`,
             `"armijo"` or a `keras_gdzoo.line_search.LineSearch`.
         name: optional name.
-        **kwargs: other `keras.optimizers.Optimizer` arguments.
+        **kwargs: the `keras.optimizers.Optimizer` arguments (`clipnorm`,
+            `use_ema`, ...) are refused by name: a solver cannot honour them.
 
     State: `inverse_hessian` (B, m x m) and `updates` (updates since B was
     last reset; while it is 0, B = I whatever the matrix holds).
@@ -177,7 +178,8 @@ class LBFGS(LineSearchSolver):
         line_search: `"strong-wolfe"` (default, c2 = 0.9), `"exact"`,
             `"armijo"` or a `keras_gdzoo.line_search.LineSearch`.
         name: optional name.
-        **kwargs: other `keras.optimizers.Optimizer` arguments.
+        **kwargs: the `keras.optimizers.Optimizer` arguments (`clipnorm`,
+            `use_ema`, ...) are refused by name: a solver cannot honour them.
 
     State: `s_history` and `y_history` (a ring buffer of `history` x m),
     `pairs` (how many slots hold a pair) and `head` (the slot the next pair

@@ -57,7 +57,8 @@ class Rprop(Solver):
         min_step: Delta_min, 0 < min_step <= initial_step.
         max_step: Delta_max, max_step >= initial_step.
         name: name of the solver.
-        **kwargs: other `keras.optimizers.Optimizer` arguments.
+        **kwargs: the `keras.optimizers.Optimizer` arguments (`clipnorm`,
+            `use_ema`, ...) are refused by name: a solver cannot honour them.
 
     Example:
 

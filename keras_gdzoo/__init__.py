@@ -27,7 +27,9 @@ from keras_gdzoo.optimizers import Momentum  # noqa: E402
 from keras_gdzoo.optimizers import Nadam  # noqa: E402
 from keras_gdzoo.optimizers import NesterovMomentum  # noqa: E402
 from keras_gdzoo.optimizers import RMSProp  # noqa: E402
+from keras_gdzoo import uncertainty  # noqa: E402
 from keras_gdzoo.solvers import BFGS  # noqa: E402
+from keras_gdzoo.solvers import BayesianRegularization  # noqa: E402
 from keras_gdzoo.solvers import LBFGS  # noqa: E402
 from keras_gdzoo.solvers import ConjugateGradient  # noqa: E402
 from keras_gdzoo.solvers import LevenbergMarquardt  # noqa: E402

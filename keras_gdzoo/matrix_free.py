@@ -55,6 +55,7 @@ import contextlib
 import numpy as np
 import tensorflow as tf
 
+from keras_gdzoo.krylov import _as_tensor
 from keras_gdzoo.krylov import conjugate_gradient  # noqa: F401 (part of this API)
 
 from keras_gdzoo import curvature
@@ -316,14 +317,6 @@ def _projects(objective):
 def _center(values, axis=-1):
     """(I - 11'/K) u for every example, K the given axis."""
     return values - tf.reduce_mean(values, axis=axis, keepdims=True)
-
-
-def _as_tensor(value, dtype):
-    """`value` in `dtype`; a Python float straight to it (`tf.cast` of a
-    Python float goes through float32: 0.3 would become 0.30000001)."""
-    if isinstance(value, (tf.Tensor, tf.Variable)) or hasattr(value, "dtype"):
-        return tf.cast(value, dtype)
-    return tf.constant(value, dtype)
 
 
 def _per_example(values):

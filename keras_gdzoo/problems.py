@@ -29,11 +29,23 @@ a problem starts from the same initial weights for the same seed:
 >>> trainer = gz.wrap(model)
 >>> trainer.compile(optimizer=gz.LevenbergMarquardt(), loss=problem.loss)
 >>> history = trainer.fit(problem.x_train, problem.y_train,
-...                       batch_size=problem.n, epochs=problem.epochs, verbose=0)
+...                       batch_size=problem.n, epochs=3, verbose=0)
+>>> len(history.history["loss"])
+3
+
+The 2-D test functions of `gdzoo trajectories` are here too, as `Surface`s
+in `SURFACES` (`"quadratic"`, `"rosenbrock"`, `"beale"`, `"saddle"`), each
+with its residual form where it is a sum of squares (E = 1/2 sum e^2):
+
+>>> import numpy as np
+>>> surface = gz.problems.SURFACES["rosenbrock"]
+>>> float(surface.function(np.array([1.0, 1.0])))
+0.0
 """
 
 import dataclasses
 import inspect
+import math
 import numbers
 from typing import Callable
 
@@ -370,3 +382,106 @@ def get(name, **options):
             )
     return factory(**options)
 
+
+
+# --------------------------------------------------------------------------
+# 2-D test functions (`gdzoo trajectories`)
+# --------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Surface:
+    """A 2-D test function w = (x, y) -> E(w) with its residual form, if any.
+
+    Attributes:
+        description: one line for tables and plot titles.
+        function: E(w) for `w` a NumPy array or tensor of shape [2, ...]
+            (a grid of points works too).
+        residuals: e(w) with E = 1/2 sum e^2 (a tensor), or `None` when E is
+            not a sum of squares (Levenberg-Marquardt needs it).
+        start: the starting point of every path.
+        minimum: the minimizer, or `None` when there is none.
+        xlim, ylim: the plotted window.
+        iterations: default number of iterations for `gdzoo trajectories`.
+        methods: its default methods (comma-separated short names).
+        log_levels: contour levels spaced geometrically (for valleys).
+        momentum: the momentum used for momentum and NAG on it.
+    """
+
+    description: str
+    function: Callable
+    residuals: Callable
+    start: tuple
+    minimum: tuple
+    xlim: tuple
+    ylim: tuple
+    iterations: int
+    methods: str
+    log_levels: bool = False
+    momentum: float = 0.9
+
+
+_SQRT2 = math.sqrt(2.0)
+
+
+def _quadratic(w):
+    return 0.5 * (w[0] ** 2 + 10.0 * w[1] ** 2)
+
+
+def _quadratic_residuals(w):
+    return keras.ops.stack([w[0], math.sqrt(10.0) * w[1]])
+
+
+def _rosenbrock(w):
+    return (1.0 - w[0]) ** 2 + 100.0 * (w[1] - w[0] ** 2) ** 2
+
+
+def _rosenbrock_residuals(w):
+    return _SQRT2 * keras.ops.stack([1.0 - w[0], 10.0 * (w[1] - w[0] ** 2)])
+
+
+def _beale_terms(w):
+    x, y = w[0], w[1]
+    return [1.5 - x + x * y, 2.25 - x + x * y**2, 2.625 - x + x * y**3]
+
+
+def _beale(w):
+    return sum(term**2 for term in _beale_terms(w))
+
+
+def _beale_residuals(w):
+    return _SQRT2 * keras.ops.stack(_beale_terms(w))
+
+
+def _saddle(w):
+    return w[0] ** 2 - w[1] ** 2
+
+
+#: The lecture's 2-D illustrations: Sutskever's (2013) oblong quadratic for
+#: GD / momentum / NAG (mu = 0.95 there), Rosenbrock's (1960) valley for
+#: steepest descent, CG, BFGS, Newton and LM, and Beale's (1958) function and
+#: a saddle as in CS231n's "Neural Networks Part 3", Fig. 1-2.
+SURFACES = {
+    "quadratic": Surface(
+        "oblong quadratic E = (x^2 + 10 y^2)/2 (Sutskever, 2013), momentum 0.95",
+        _quadratic, _quadratic_residuals, start=(-4.0, 1.5), minimum=(0.0, 0.0),
+        xlim=(-5, 5), ylim=(-2.5, 2.5), iterations=60, methods="gd,momentum,nag,sd,cg-pr,lm",
+        momentum=0.95,
+    ),
+    "rosenbrock": Surface(
+        "Rosenbrock E = (1 - x)^2 + 100 (y - x^2)^2",
+        _rosenbrock, _rosenbrock_residuals, start=(-1.2, 1.0), minimum=(1.0, 1.0),
+        xlim=(-2, 2), ylim=(-1, 3), iterations=200, methods="gd,sd,cg-pr,bfgs,newton,lm",
+        log_levels=True,
+    ),
+    "beale": Surface(
+        "Beale's function, minimum at (3, 0.5)",
+        _beale, _beale_residuals, start=(1.0, 1.5), minimum=(3.0, 0.5),
+        xlim=(-0.5, 4.0), ylim=(-1.5, 2.0), iterations=300,
+        methods="gd,momentum,nag,adagrad,rmsprop,adadelta,adam,lm", log_levels=True,
+    ),
+    "saddle": Surface(
+        "saddle E = x^2 - y^2",
+        _saddle, None, start=(1.0, 1e-3), minimum=None,
+        xlim=(-1.5, 1.5), ylim=(-1.5, 1.5), iterations=60,
+        methods="gd,momentum,nag,adagrad,rmsprop,adadelta,adam,newton",
+    ),
+}

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import subprocess
 import sys
 
@@ -13,7 +14,14 @@ from matplotlib import image
 
 import keras_gdzoo as gz
 from keras_gdzoo import cli
+from keras_gdzoo import methods
 from keras_gdzoo import problems
+from keras_gdzoo.cli import common as cli_common
+from keras_gdzoo.cli import compare as cli_compare
+from keras_gdzoo.cli import init as cli_init
+from keras_gdzoo.cli import output as cli_output
+from keras_gdzoo.cli import plots as cli_plots
+from keras_gdzoo.cli import trajectories as cli_trajectories
 from keras_gdzoo.solvers.base import STOP
 
 
@@ -65,13 +73,13 @@ def test_compare_records_the_loss_after_each_epoch(tmp_path):
     """The throw-away tracing step is undone: the recorded losses equal those
     of plain full-batch gradient descent from the same initial weights."""
     problem = problems.get("sin")
-    run = cli.train_once(problem, "gd", "gd", None, seed=0, epochs=4, batch_size=problem.n,
-                         goal=None)
+    run = cli_compare.train_once(problem, "gd", "gd", None, seed=0, epochs=4,
+                                 batch_size=problem.n, goal=None)
     assert run.status == "not reached" and run.epochs_run == 4
 
     model = problem.build_model(0)
     x, y = tf.constant(problem.x_train), tf.constant(problem.y_train)
-    learning_rate = cli.METHODS["gd"].learning_rate
+    learning_rate = methods.METHODS["gd"].learning_rate
     expected = []
     for _ in range(5):
         with tf.GradientTape() as tape:
@@ -86,8 +94,8 @@ def test_compare_records_the_loss_after_each_epoch(tmp_path):
 def test_compare_solver_state_is_restored_after_tracing():
     """LM's damping changes on the throw-away step; it must start afresh."""
     problem = problems.get("sin")
-    run = cli.train_once(problem, "lm", "lm", None, seed=1, epochs=3, batch_size=problem.n,
-                         goal=None)
+    run = cli_compare.train_once(problem, "lm", "lm", None, seed=1, epochs=3,
+                                 batch_size=problem.n, goal=None)
     trainer = gz.wrap(problem.build_model(1))
     trainer.compile(optimizer=gz.LevenbergMarquardt(), loss="mse")
     trainer.fit(problem.x_train, problem.y_train, batch_size=problem.n, epochs=3, verbose=0,
@@ -115,8 +123,9 @@ def test_compare_reports_failures_without_stopping(tmp_path, monkeypatch, capsys
             return w, state, {STOP: tf.constant(1.0, w.dtype)}
 
     monkeypatch.setattr(gz, "GiveUp", GiveUp, raising=False)
-    monkeypatch.setitem(cli.METHODS, "lm", cli.Method("LevenbergMarquardt", {"damping": -1.0}))
-    monkeypatch.setitem(cli.METHODS, "newton", cli.Method("GiveUp"))
+    monkeypatch.setitem(methods.METHODS, "lm",
+                        methods.Method("LevenbergMarquardt", {"damping": -1.0}))
+    monkeypatch.setitem(methods.METHODS, "newton", methods.Method("GiveUp"))
     code = _compare(tmp_path, "--methods", "gd:1e4,lm,newton,gd", "--epochs", "20")
     assert code == 0
     status = {r["method"]: r for r in _rows(tmp_path / "compare-sin-runs.csv")}
@@ -130,13 +139,14 @@ def test_compare_reports_failures_without_stopping(tmp_path, monkeypatch, capsys
 
 
 def test_every_method_builds_its_optimizer():
-    for name, method in cli.METHODS.items():
+    for name, method in methods.METHODS.items():
         optimizer = method.build()
         assert isinstance(optimizer, keras.optimizers.Optimizer), name
         assert isinstance(optimizer, gz.Solver) == method.is_solver, name
-    assert float(cli.METHODS["gd"].build(0.5).learning_rate) == pytest.approx(0.5)
-    assert cli.METHODS["rprop"].build().variant == "irprop+"
-    assert [m[1:] for m in cli.parse_methods("gd:0.5, adam")] == [("gd", 0.5), ("adam", None)]
+    assert float(methods.METHODS["gd"].build(0.5).learning_rate) == pytest.approx(0.5)
+    assert methods.METHODS["rprop"].build().variant == "irprop+"
+    assert [m[1:] for m in cli_common.parse_methods("gd:0.5, adam")] == [
+        ("gd", 0.5), ("adam", None)]
 
 
 def test_compare_mnist_through_mocked_tfds(tmp_path):
@@ -171,7 +181,7 @@ def test_trajectories_follow_the_update_equations(tmp_path, capsys):
         return np.array([w[0], 10.0 * w[1]])
 
     start = np.array([-4.0, 1.5])
-    rate = cli.METHODS["gd"].trajectory_rates["quadratic"]
+    rate = methods.METHODS["gd"].trajectory_rates["quadratic"]
     w, expected = start.copy(), [start.copy()]
     for _ in range(3):
         w = w - rate * gradient(w)
@@ -179,7 +189,7 @@ def test_trajectories_follow_the_update_equations(tmp_path, capsys):
     # The optimizers keep the learning rate in float32.
     np.testing.assert_allclose(path["gd"], expected, rtol=1e-6)
 
-    rate, mu = cli.METHODS["momentum"].trajectory_rates["quadratic"], 0.95  # Sutskever's mu
+    rate, mu = methods.METHODS["momentum"].trajectory_rates["quadratic"], 0.95  # Sutskever's mu
     w, d, expected = start.copy(), np.zeros(2), [start.copy()]
     for _ in range(3):
         d = mu * d - rate * gradient(w)
@@ -204,7 +214,7 @@ def test_trajectories_skip_lm_on_the_saddle(tmp_path, capsys):
 
 @pytest.mark.parametrize("function", ["rosenbrock", "beale"])
 def test_residual_forms_match_the_functions(function):
-    surface = cli.SURFACES[function]
+    surface = problems.SURFACES[function]
     for w in ([-1.2, 1.0], [0.3, -0.7], [2.0, 0.25]):
         w = tf.constant(w, "float64")
         e = surface.residuals(w).numpy()
@@ -236,8 +246,8 @@ def test_init_tanh_small_weights_vanish():
     """tanh is linear near 0: with N sigma^2 = 64e-4 the variance shrinks by
     that factor per layer; Xavier's weights keep it of order one."""
     (small, _), (xavier, _) = (
-        cli.layer_statistics(initializer, 4, 64, "tanh", 200, seed=0)
-        for _, initializer in cli.parse_schemes("normal:0.01,xavier", "tanh")
+        cli_init.layer_statistics(initializer, 4, 64, "tanh", 200, seed=0)
+        for _, initializer in cli_init.parse_schemes("normal:0.01,xavier", "tanh")
     )
     for layer in range(1, 4):
         assert small[layer].var() == pytest.approx(64e-4 * small[layer - 1].var(), rel=0.3)
@@ -259,6 +269,10 @@ def test_init_tanh_small_weights_vanish():
     ["init", "--schemes", "nope"],
     ["init", "--activation", "nope"],
     ["init", "--depth", "0"],
+    ["init", "--seed", "-1"],
+    ["init", "--seed", "1.5"],
+    ["init", "--seed", str(cli_common.MAX_SEED + 1)],
+    ["compare", "--goal", "nan"],
     ["frobnicate"],
 ])
 def test_bad_arguments_exit_2_with_one_line(argv, tmp_path, capsys):
@@ -279,3 +293,102 @@ def test_python_dash_m_help():
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0
     assert "--methods" in result.stdout and "irprop-" in result.stdout
+
+
+# -- --out ---------------------------------------------------------------------------
+_QUICK = {
+    "compare": ["compare", "--methods", "gd", "--epochs", "1", "--seeds", "1"],
+    "trajectories": ["trajectories", "--methods", "gd", "--iterations", "1"],
+    "init": ["init", "--depth", "1", "--width", "2", "--samples", "2"],
+}
+
+
+@pytest.mark.parametrize("command", list(_QUICK))
+@pytest.mark.parametrize("where", ["an existing file", "a path under a file", "under /proc"])
+def test_bad_out_exits_2_with_one_line_before_any_work(command, where, tmp_path, capsys):
+    if where == "under /proc" and not os.path.isdir("/proc/self"):
+        pytest.skip("no /proc file system here")
+    a_file = tmp_path / "results.csv"
+    a_file.write_text("kept")
+    out = {"an existing file": a_file, "a path under a file": a_file / "new",
+           # a folder that even root cannot create files in
+           "under /proc": "/proc/gdzoo-out"}[where]
+    assert cli.main(_QUICK[command] + ["--out", str(out)]) == 2
+    err = _assert_one_line_error(capsys)
+    assert "--out" in err and str(out) in err
+    assert capsys.readouterr().out == ""  # refused before the run began
+    assert [p.name for p in tmp_path.iterdir()] == ["results.csv"]
+    assert a_file.read_text() == "kept"
+
+
+def test_unwritable_out_folder_exits_2(tmp_path, capsys):
+    if os.geteuid() == 0:
+        pytest.skip("root may write into a chmod-000 folder; the check is tested with "
+                    "os.access mocked (test_out_check_follows_os_access) and under /proc")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        assert cli.main(_QUICK["init"] + ["--out", str(locked / "new")]) == 2
+    finally:
+        locked.chmod(0o700)
+    assert "permission denied" in _assert_one_line_error(capsys)
+    assert not list(locked.iterdir())
+
+
+def test_out_check_follows_os_access(tmp_path, monkeypatch, capsys):
+    """The folder checked is the nearest existing one, for writing and entering."""
+    out = tmp_path / "new" / "deeper"
+    cli_common.check_out(str(out))  # writable: no error, nothing created
+    assert not list(tmp_path.iterdir())
+    asked = []
+
+    def access(path, mode):
+        asked.append((os.fspath(path), mode))
+        return False
+
+    monkeypatch.setattr(os, "access", access)
+    with pytest.raises(cli_common.UsageError, match="permission denied"):
+        cli_common.check_out(str(out))
+    assert asked == [(str(tmp_path), os.W_OK | os.X_OK)]
+    assert cli.main(_QUICK["trajectories"] + ["--out", str(out)]) == 2
+    assert "cannot write into" in _assert_one_line_error(capsys)
+    assert not list(tmp_path.iterdir())
+
+
+def test_existing_out_folder_is_written_into(tmp_path):
+    (tmp_path / "notes.txt").write_text("kept")
+    assert cli.main(_QUICK["init"] + ["--out", str(tmp_path)]) == 0
+    assert (tmp_path / "notes.txt").read_text() == "kept"
+    assert (tmp_path / "init-tanh.csv").exists()
+
+
+def test_a_write_failure_after_the_run_is_one_line_exit_1(tmp_path, monkeypatch, capsys):
+    def full_disk(command, result, out):
+        raise OSError(28, "No space left on device", str(out))
+
+    monkeypatch.setattr(cli_output, "write", full_disk)
+    assert cli.main(_QUICK["init"] + ["--out", str(tmp_path)]) == 1
+    assert "No space left on device" in _assert_one_line_error(capsys)
+
+
+# -- the package's parts ---------------------------------------------------------------
+def test_run_computes_and_plots_draws_without_writing(tmp_path, monkeypatch):
+    """`run(args)` returns a result and `plots` returns figures; only
+    `output.write` touches the file system."""
+    from matplotlib.figure import Figure
+
+    monkeypatch.chdir(tmp_path)
+    args = cli.build_parser().parse_args(
+        ["trajectories", "--function", "quadratic", "--methods", "gd,lm", "--iterations", "2"])
+    lines = []
+    result = cli_trajectories.run(args, report=lines.append)
+    assert set(result.paths) == {"gd", "lm"} and result.paths["gd"].shape == (3, 2)
+    assert lines and lines[0].startswith("quadratic:")
+    figures = cli_plots.trajectories(result)
+    assert list(figures) == [""] and isinstance(figures[""], Figure)
+    assert "distance to minimum" in cli_trajectories.summary(result)
+    assert not list(tmp_path.iterdir())
+    written = cli_output.write("trajectories", result, str(tmp_path / "out"))
+    assert written == ["trajectories-quadratic.png", "trajectories-quadratic.csv"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(written)

@@ -608,3 +608,112 @@ def test_a_custom_damping_rule_plugs_in():
     for record in history[1:]:
         mu = mu * 2.0 ** (record["attempts"] - 2 * record["accepted"])
         assert record["damping"] == pytest.approx(mu)
+
+
+# -- issue 12: matrix-free solves (linear_solver="cg") -----------------------
+
+
+def mlp_regression(seed=0, n=40):
+    """A float64 3-8-2 tanh MLP (m = 50) on a smooth target; n K = 80 > m,
+    so the dense path solves in parameter space."""
+    keras.config.set_floatx("float64")
+    keras.utils.set_random_seed(seed)
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 3))
+    y = np.stack([np.sin(x[:, 0] + x[:, 1]), np.tanh(x[:, 2] - x[:, 0])], axis=1)
+    model = keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(8, activation="tanh"), keras.layers.Dense(2)]
+    )
+    return model, x, y
+
+
+@pytest.mark.parametrize("rule", ["scaled-gain-ratio", "gain-ratio"])
+def test_cg_and_dense_iterates_agree_to_the_cg_tolerance(rule):
+    runs = {}
+    for linear_solver in ["cholesky", "cg"]:
+        model, x, y = mlp_regression()
+        trainer = gz.wrap(model)
+        solver = gz.LevenbergMarquardt(
+            damping_rule=rule, linear_solver=linear_solver, cg_max_iterations=200,
+            cg_tolerance=1e-10,
+        )
+        trainer.compile(optimizer=solver, loss="mse")
+        history = trainer.fit(x, y, batch_size=len(x), epochs=5, verbose=0).history
+        weights = np.concatenate([v.numpy().ravel() for v in model.trainable_variables])
+        runs[linear_solver] = (weights, history)
+    (w_dense, dense), (w_cg, cg) = runs["cholesky"], runs["cg"]
+    assert dense["loss"][-1] < 0.5 * dense["loss"][0]  # a run that moves
+    np.testing.assert_allclose(cg["loss"], dense["loss"], rtol=1e-6)
+    np.testing.assert_allclose(cg["damping"], dense["damping"], rtol=1e-6)
+    assert cg["attempts"] == dense["attempts"] and cg["accepted"] == dense["accepted"]
+    np.testing.assert_allclose(w_cg, w_dense, rtol=1e-5, atol=1e-7)
+    # m = 50: CG needs about m products per solve (more with round-off).
+    assert all(1 <= k <= 200 * a for k, a in zip(cg["cg_iterations"], cg["attempts"]))
+    assert "cg_iterations" not in dense
+
+
+def test_cg_trains_softmax_cross_entropy_and_logs_cg_iterations():
+    keras.config.set_floatx("float32")
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    centers = rng.normal(scale=3.0, size=(3, 4))
+    labels = rng.integers(0, 3, size=90)
+    x = (centers[labels] + rng.normal(size=(90, 4))).astype("float32")
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(6, activation="tanh"), keras.layers.Dense(3)]
+    )
+    trainer = gz.wrap(model)
+    solver = gz.LevenbergMarquardt(linear_solver="cg", cg_max_iterations=10)
+    trainer.compile(
+        optimizer=solver, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
+    history = trainer.fit(x, labels, batch_size=len(x), epochs=5, verbose=0).history
+    assert history["loss"][-1] < 0.5 * history["loss"][0]
+    # Each solve runs 1 to cg_max_iterations CG iterations.
+    for k, a in zip(history["cg_iterations"], history["attempts"]):
+        assert 1 <= k <= 10 * a
+    assert "cg_solution" in solver.solver_state
+    assert all(np.isfinite(v.numpy()).all() for v in model.trainable_variables)
+    accuracy = np.mean(np.argmax(model.predict(x, verbose=0), axis=1) == labels)
+    assert accuracy >= 0.9, accuracy
+
+
+def test_linear_solver_arguments_config_and_auto_rule():
+    solver = gz.LevenbergMarquardt(
+        linear_solver="cg", cg_max_iterations=np.int64(7), cg_tolerance=np.float32(0.25)
+    )
+    restored = keras.optimizers.deserialize(keras.optimizers.serialize(solver))
+    assert (restored.linear_solver, restored.cg_max_iterations, restored.cg_tolerance) == (
+        "cg", 7, 0.25,
+    )
+    default = gz.LevenbergMarquardt()
+    assert default.linear_solver == "auto"
+    assert not default.uses_cg(2000) and default.uses_cg(2001)
+    assert not gz.LevenbergMarquardt(linear_solver="cholesky").uses_cg(10**6)
+    assert gz.LevenbergMarquardt(linear_solver="cg").uses_cg(10)
+    # Bayesian regularization's step is dense whatever the size.
+    assert not gz.BayesianRegularization().uses_cg(10**6)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"linear_solver": "qr"}, "Argument `linear_solver` must be one of"),
+        ({"cg_max_iterations": 0}, "Argument `cg_max_iterations` must be >= 1. Received: "
+                                   "cg_max_iterations=0"),
+        ({"cg_max_iterations": 2.5}, "Argument `cg_max_iterations` must be an integer"),
+        ({"cg_tolerance": 1.0}, "Argument `cg_tolerance` must be in (0, 1). Received: "
+                                "cg_tolerance=1.0"),
+        ({"cg_tolerance": float("nan")}, "Received: cg_tolerance=nan"),
+    ],
+)
+def test_bad_linear_solver_arguments_are_refused_by_name(kwargs, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        gz.LevenbergMarquardt(**kwargs)
+
+
+def test_cg_does_not_refuse_a_model_whose_dense_matrix_would_not_fit():
+    with pytest.raises(ValueError, match="GiB"):
+        gz.LevenbergMarquardt(linear_solver="cholesky").check_size(10**6, "float32")
+    gz.LevenbergMarquardt(linear_solver="cg").check_size(10**6, "float32")
+    gz.LevenbergMarquardt().check_size(10**6, "float32")  # "auto" chooses CG

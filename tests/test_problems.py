@@ -144,3 +144,51 @@ def test_mnist_from_tfds(tmp_path):
     assert 0.0 <= problem.x_train.min() and problem.x_train.max() <= 1.0
     assert problem.batch_size == 128
     assert problem.build_model(0)(problem.x_train).shape == (20, 10)
+
+
+# -- 2-D surfaces (gdzoo trajectories) ---------------------------------------------
+def test_rosenbrock_is_scipys():
+    optimize = pytest.importorskip("scipy.optimize")
+    surface = problems.SURFACES["rosenbrock"]
+    rng = np.random.default_rng(0)
+    for w in rng.uniform(-2, 2, size=(5, 2)):
+        np.testing.assert_allclose(surface.function(w), optimize.rosen(w), rtol=1e-12)
+    grid = rng.uniform(-2, 2, size=(2, 4, 3))  # the contour plots pass grids
+    np.testing.assert_allclose(surface.function(grid), optimize.rosen(grid), rtol=1e-12)
+
+
+@pytest.mark.parametrize("name, value_at", [
+    # closed forms at a point off the minimum
+    ("quadratic", lambda x, y: (x**2 + 10 * y**2) / 2),
+    ("beale", lambda x, y: (1.5 - x + x * y) ** 2 + (2.25 - x + x * y**2) ** 2
+     + (2.625 - x + x * y**3) ** 2),
+    ("saddle", lambda x, y: x**2 - y**2),
+])
+def test_surfaces_match_their_formulas(name, value_at):
+    surface = problems.SURFACES[name]
+    for point in ([0.3, -0.7], [2.0, 0.25], list(surface.start)):
+        assert float(surface.function(np.array(point))) == pytest.approx(value_at(*point),
+                                                                          rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["quadratic", "rosenbrock", "beale"])
+def test_surface_minimum_is_a_zero_of_the_gradient(name):
+    tf = pytest.importorskip("tensorflow")
+    surface = problems.SURFACES[name]
+    w = tf.Variable(surface.minimum, dtype="float64")
+    with tf.GradientTape() as tape:
+        value = surface.function(w)
+    np.testing.assert_allclose(tape.gradient(value, w).numpy(), 0.0, atol=1e-12)
+    assert float(value) == 0.0
+    np.testing.assert_allclose(surface.residuals(tf.constant(surface.minimum, "float64")), 0.0,
+                               atol=1e-12)
+    # The start is away from the minimum, inside the plotted window.
+    assert float(surface.function(np.array(surface.start))) > 0
+    assert surface.xlim[0] < surface.start[0] < surface.xlim[1]
+    assert surface.ylim[0] < surface.start[1] < surface.ylim[1]
+
+
+def test_saddle_has_no_minimum_or_residual_form():
+    surface = problems.SURFACES["saddle"]
+    assert surface.minimum is None and surface.residuals is None
+    assert set(problems.SURFACES) == {"quadratic", "rosenbrock", "beale", "saddle"}

@@ -4,12 +4,15 @@ import keras
 import tensorflow as tf
 
 from keras_gdzoo import curvature
+from keras_gdzoo import matrix_free
 from keras_gdzoo import validation
 from keras_gdzoo.solvers import damping as damping_rules
 from keras_gdzoo.solvers.base import STOP
 from keras_gdzoo.solvers.base import Solver
 from keras_gdzoo.solvers.base import dense_matrix_guard
 from keras_gdzoo.solvers.base import reuses_evaluations
+from keras_gdzoo.solvers.newton import LINEAR_SOLVERS
+from keras_gdzoo.solvers.newton import resolve_linear_solver
 
 #: The damping rule used when `damping_rule` is not given (see the class
 #: docstring for why).
@@ -128,13 +131,28 @@ class LevenbergMarquardt(Solver):
             `keras_gdzoo.solvers.damping.DampingRule`.
         gtol, ftol, xtol: stopping tolerances (>= 0; 0 disables a test,
             though an exactly zero gradient still stops).
+        linear_solver: how the damped system is solved. `"cholesky"`: the
+            dense m x m Gauss-Newton matrix and its Cholesky factor (or the
+            sample-space form, below). `"cg"`: conjugate gradients on
+            Gauss-Newton-vector products (`keras_gdzoo.matrix_free`), never
+            a Jacobian or an m x m matrix, memory O(m) plus the batch's
+            activations. `"auto"` (default): `"cholesky"` when m <= 2000,
+            else `"cg"` (`Newton`'s rule); with `"auto"`, models with several
+            losses and residual objectives (no matrix-free products) stay
+            dense.
+        cg_max_iterations: most Gauss-Newton-vector products per CG solve,
+            an integer >= 1 (`"cg"` only).
+        cg_tolerance: CG stops once ||r|| <= cg_tolerance * ||g||, the
+            relative residual, in (0, 1) (`"cg"` only).
         name: optimizer name.
         **kwargs: the `keras.optimizers.Optimizer` arguments (`clipnorm`,
             `use_ema`, ...) are refused by name: a solver cannot honour them.
 
     Logs: `damping` (mu after the iteration), `attempts` (trial steps
     solved in this iteration), `accepted` (1.0 when a step was kept),
-    `evaluations` (loss evaluations in this iteration), `status`.
+    `evaluations` (loss evaluations in this iteration), `status`, and with
+    CG `cg_iterations` (Gauss-Newton-vector products of all CG solves in
+    the iteration).
 
     Example:
 
@@ -161,6 +179,17 @@ class LevenbergMarquardt(Solver):
           too small for the round-off in A), the attempt counts as a
           rejected step and mu rises to at least eps * trace(A) besides the
           rule's factor.
+        * With CG, each trial step solves the same damped system as the
+          dense path (in the scaled variables S delta for the scaled rules)
+          by CG from the previous solve's solution (warm start, Martens
+          2010, kept in the solver's state), so a small model gives the
+          dense path's iterates to the CG tolerance. diag(A), for gtol and
+          the scaled rules' d, is exact (per-example Jacobians in chunks,
+          K backward passes per example, memory O(chunk K m)); trace(A),
+          for the floor on mu after a failed solve, is Hutchinson's
+          estimate (one more product). A CG solve that meets a non-finite
+          number or a direction of non-positive curvature counts as a
+          failed factorization.
         * mu never falls below the smallest normal number of the dtype, so
           the rule can always raise it again.
         * MINPACK controls the step by a trust radius in the scaled norm and
@@ -192,6 +221,9 @@ class LevenbergMarquardt(Solver):
         gtol=1e-8,
         ftol=1e-8,
         xtol=1e-10,
+        linear_solver="auto",
+        cg_max_iterations=50,
+        cg_tolerance=1e-2,
         name=None,
         **kwargs,
     ):
@@ -207,12 +239,18 @@ class LevenbergMarquardt(Solver):
         gtol = validation.non_negative("gtol", gtol)
         ftol = validation.non_negative("ftol", ftol)
         xtol = validation.non_negative("xtol", xtol)
+        linear_solver = validation.choice("linear_solver", linear_solver, LINEAR_SOLVERS)
+        cg_max_iterations = validation.integer("cg_max_iterations", cg_max_iterations, minimum=1)
+        cg_tolerance = validation.open_unit("cg_tolerance", cg_tolerance)
         super().__init__(name=name, **kwargs)
         self.damping_rule = rule
         self.gtol, self.ftol, self.xtol = gtol, ftol, xtol
         self.damping = damping
         self.max_damping = max_damping
         self.attempts = attempts
+        self.linear_solver = linear_solver
+        self.cg_max_iterations = cg_max_iterations
+        self.cg_tolerance = cg_tolerance
 
     @property
     def damping_decrease(self):
@@ -243,8 +281,19 @@ class LevenbergMarquardt(Solver):
             gtol=self.gtol,
             ftol=self.ftol,
             xtol=self.xtol,
+            linear_solver=self.linear_solver,
+            cg_max_iterations=self.cg_max_iterations,
+            cg_tolerance=self.cg_tolerance,
         )
         return config
+
+    def uses_cg(self, size):
+        """Whether the step solves by CG for a model of m = `size` weights
+        (never for a subclass with its own dense `step`, such as
+        `BayesianRegularization`)."""
+        if type(self).step is not LevenbergMarquardt.step:
+            return False
+        return resolve_linear_solver(self.linear_solver, size) == "cg"
 
     def state_spec(self, size, dtype):
         spec = {
@@ -258,9 +307,14 @@ class LevenbergMarquardt(Solver):
         if self.damping_rule.scaled:
             # 0 until the first iteration sets it (then every entry is > 0).
             spec["scale"] = ([size], 0.0)
+        if self.uses_cg(size):
+            # The last CG solution, CG's starting point at the next solve.
+            spec["cg_solution"] = ([size], 0.0)
         return spec
 
     def check_size(self, size, dtype):
+        if self.uses_cg(size):
+            return
         # The matrix, and the damped copy and its Cholesky factor, which are
         # float64 (two float32-sized matrices each) for narrower dtypes.
         copies = 1 + 2 * max(1, 8 // tf.as_dtype(dtype).size)
@@ -271,6 +325,9 @@ class LevenbergMarquardt(Solver):
     def step(self, w, state, objective):
         value = self._value_at(w, state, objective)
         stationary = reuses_evaluations(objective)
+        if self._solves_by_cg(w, objective):
+            terms = _MatrixFreeTerms(objective, w, self.cg_tolerance, self.cg_max_iterations)
+            return self._iterate(w, state, value, objective.value, terms, stationary, objective)
 
         def in_parameter_space():
             energy, gradient, matrix = objective.gauss_newton(w)
@@ -289,6 +346,15 @@ class LevenbergMarquardt(Solver):
             return branch()
         return tf.cond(use_sample_space, in_sample_space, in_parameter_space)
 
+    def _solves_by_cg(self, w, objective):
+        """CG for this objective: `uses_cg`, and with `"auto"` only where
+        the matrix-free products exist (one compiled loss)."""
+        if not self.uses_cg(int(w.shape[0])):
+            return False
+        if self.linear_solver == "cg":  # refused by matrix_free if unavailable
+            return True
+        return matrix_free.has_products(objective) and objective.loss_name is not None
+
     def _value_at(self, w, state, objective):
         """E(w) by `objective.value`, the same code path as the trial points;
         the value kept from the last step when the objective is stationary."""
@@ -303,8 +369,8 @@ class LevenbergMarquardt(Solver):
     def _iterate(self, w, state, value, value_fn, terms, stationary, objective):
         """Trial steps until one lowers the loss; returns (w, state, logs).
 
-        `terms` holds E, g and the curvature (`_DenseTerms` or
-        `_SampleSpaceTerms`); `value` is the loss at w and `value_fn` gives
+        `terms` holds E, g and the curvature (`_DenseTerms`,
+        `_SampleSpaceTerms` or `_MatrixFreeTerms`); `value` is the loss at w and `value_fn` gives
         it at a trial point, both by the same code path.
         """
         dtype = w.dtype
@@ -344,6 +410,7 @@ class LevenbergMarquardt(Solver):
             scale, root = None, None
             curvature_scale = tf.maximum(tf.reduce_max(diagonal), smallest)
         system = terms.system(root)
+        by_cg = isinstance(system, matrix_free.MatrixFreeSystem)
         factorization_floor = eps * tf.abs(tf.cast(system.trace, dtype))
         cap = self.max_damping * curvature_scale
 
@@ -364,12 +431,20 @@ class LevenbergMarquardt(Solver):
         damping0 = tf.cast(state["damping"], dtype)
         rule_state0 = {key: tf.cast(state[key], dtype) for key in rule_keys}
 
-        def keep_going(tries, mu, rule_state, accepted, new_w, new_value, small, flat, calls):
+        def keep_going(tries, mu, rule_state, accepted, new_w, new_value, small, flat, calls,
+                       guess, cg):
             return active & ~accepted & ~small & ~flat & (tries < self.attempts) & (mu <= cap)
 
-        def attempt(tries, mu, rule_state, accepted, new_w, new_value, small, flat, calls):
-            delta, solved = system.solve(mu)
-            delta = tf.cast(delta, dtype)
+        def attempt(tries, mu, rule_state, accepted, new_w, new_value, small, flat, calls,
+                    guess, cg):
+            if by_cg:
+                delta, more, solved = system.solve_from(mu, guess)
+                delta = tf.cast(delta, dtype)
+                guess = tf.where(tf.reduce_all(tf.math.is_finite(delta)), delta, guess)
+                cg = cg + more
+            else:
+                delta, solved = system.solve(mu)
+                delta = tf.cast(delta, dtype)
             if root is not None:
                 step_norm = tf.norm(delta)  # the solve ran in S-scaled variables
                 delta = delta / root
@@ -423,14 +498,18 @@ class LevenbergMarquardt(Solver):
                 small,
                 flat,
                 calls + tf.cast(evaluate, dtype),
+                guess,
+                cg,
             )
 
         false = tf.constant(False)
-        tries, mu, rule_state, accepted, new_w, new_value, small, flat, calls = tf.while_loop(
+        guess0 = tf.cast(state["cg_solution"], dtype) if by_cg else tf.zeros([], dtype)
+        (tries, mu, rule_state, accepted, new_w, new_value, small, flat, calls, guess,
+         cg) = tf.while_loop(
             keep_going,
             attempt,
             (tf.constant(0), damping0, rule_state0, false, w, value, false, false,
-             tf.zeros([], dtype)),
+             tf.zeros([], dtype), guess0, tf.constant(0)),
             maximum_iterations=self.attempts,
         )
         status = tf.where(mu > cap, DAMPING_EXCEEDED, RUNNING)
@@ -452,6 +531,9 @@ class LevenbergMarquardt(Solver):
             new_state[key] = tf.where(keep, rule_state[key], rule_state0[key])
         if scale is not None:
             new_state["scale"] = scale
+        if by_cg:
+            solution = tf.where(finite, guess, guess0)
+            new_state["cg_solution"] = tf.cast(solution, state["cg_solution"].dtype)
         logs = {
             "damping": mu,
             "attempts": tf.cast(tries, dtype),
@@ -460,6 +542,8 @@ class LevenbergMarquardt(Solver):
             "status": status,
             STOP: tf.cast(status != RUNNING, dtype),
         }
+        if by_cg:
+            logs["cg_iterations"] = tf.cast(cg, dtype)
         return tf.where(accepted, new_w, w), new_state, logs
 
 
@@ -501,6 +585,34 @@ class _SampleSpaceTerms:
         system = self.sample_system
         root = tf.cast(root, system.jacobian.dtype)
         return curvature.SampleSpaceSystem(system.jacobian / root, system.residuals, system.count)
+
+
+class _MatrixFreeTerms:
+    """E, g, the exact diag(A) and a `matrix_free.MatrixFreeSystem`: no
+    Jacobian and no m x m matrix."""
+
+    def __init__(self, objective, w, tolerance, max_iterations):
+        self.objective = objective
+        self.w = w
+        self.tolerance = tolerance
+        self.max_iterations = max_iterations
+        self.energy, self.gradient = matrix_free.gauss_newton_gradient(objective, w)
+
+    def diagonal(self):
+        return matrix_free.gauss_newton_diagonal(self.objective, self.w)
+
+    def system(self, root=None):
+        """The system whose solve_from(mu, x0) gives S delta (delta without
+        `root`), as `_DenseTerms.system`'s."""
+        return matrix_free.MatrixFreeSystem(
+            self.objective,
+            self.w,
+            tolerance=self.tolerance,
+            max_iterations=self.max_iterations,
+            value=self.energy,
+            gradient=self.gradient,
+            scale=root,
+        )
 
 
 def _resolve_rule(rule, decrease, increase):

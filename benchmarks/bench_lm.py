@@ -1,4 +1,4 @@
-"""Levenberg-Marquardt speed (DESIGN.md section 4), three comparisons, each
+"""Levenberg-Marquardt speed (docs/methods.md, "Speed and memory"), three comparisons, each
 measured in this one run, the two members of a pair timed back to back in
 alternating order (medians over repeats, so drift in machine load hits both
 alike):
@@ -15,7 +15,7 @@ alike):
        /tmp/lm-venv/bin/python benchmarks/bench_lm.py
    Without it (or when it fails to import) a naive stand-in is timed
    instead: the same LM step with the Jacobian from `tape.jacobian` of the
-   whole batch output (the O(n^2) construction DESIGN.md forbids).
+   whole batch output (the O(n^2) construction docs/methods.md rules out).
 2. One full-batch LM epoch (n = 20,000, one iteration) against one
    full-batch `keras.optimizers.Adam` epoch, both through `fit`. Goal: <= 5x.
 3. The Gauss-Newton accumulation (per-example Jacobians, J'J and J'e over the

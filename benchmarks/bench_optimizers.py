@@ -1,5 +1,5 @@
 """Per-step cost of keras_gdzoo optimizers against the Keras built-in with the
-same arithmetic (DESIGN.md section 4: "no more per step than the Keras
+same arithmetic (docs/methods.md, "Speed and memory": "no more per step than the Keras
 built-in").
 
 Pairs, side by side in one process, on the same MLP 256-512-512-10 with the

@@ -21,8 +21,10 @@ etc. The same schemes counted in iterations are the schedules in
 Example:
 
 >>> model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
->>> history = model.fit(x, y, epochs=12, callbacks=[keras_gdzoo.StepDecay(0.5, 5)])
->>> history.history["learning_rate"]    # 0.1 for epochs 0-4, 0.05 for 5-9, 0.025 for 10-11
+>>> history = model.fit(x, y, batch_size=len(x), epochs=12, verbose=0,
+...                     callbacks=[keras_gdzoo.StepDecay(0.5, 5)])
+>>> [round(a, 4) for a in history.history["learning_rate"]]  # epochs 0-4, 5-9, 10-11
+[0.1, 0.1, 0.1, 0.1, 0.1, 0.05, 0.05, 0.05, 0.05, 0.05, 0.025, 0.025]
 
 Only an optimizer with a learning rate can be annealed: a full-batch solver
 (a `keras_gdzoo.solvers.Solver`, driven through `gz.wrap`) takes its step
@@ -149,7 +151,11 @@ class StepDecay(_Annealing):
 
     Example:
 
-    >>> model.fit(x, y, epochs=20, callbacks=[keras_gdzoo.StepDecay(0.1, every=20)])
+    >>> model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    >>> history = model.fit(x, y, epochs=2, verbose=0,
+    ...                     callbacks=[keras_gdzoo.StepDecay(0.1, every=1)])
+    >>> [round(a, 4) for a in history.history["learning_rate"]]
+    [0.1, 0.01]
     """
 
     def __init__(self, factor=0.5, every=5, initial_learning_rate=None):

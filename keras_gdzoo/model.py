@@ -209,8 +209,9 @@ class SolverModel(keras.Model):
 
     @property
     def metrics(self):
-        metrics = super().metrics
-        if not self._uses_solver or not hasattr(self, "_objective_loss"):
+        own = getattr(self, "_objective_loss", None)
+        metrics = [m for m in super().metrics if m is not own]
+        if not self._uses_solver or own is None:
             return metrics
         # The loss a solver logs is its objective at the step's start, in the
         # weights' dtype: our own tracker, in place of Keras's compiled one.

@@ -424,3 +424,17 @@ def test_mini_batches_and_new_data_are_never_reused():
     # A new fit call on other data starts by evaluating again.
     again = _quiet_fit(trainer, x, 2 * y, batch_size=len(x), epochs=1)
     assert again["evaluations"][0] >= 2
+
+
+def test_a_per_parameter_optimizer_through_the_wrapper_logs_keras_loss():
+    x, y = _ridge_data()
+    x, y = x.astype("float32"), y.astype("float32")
+    histories = []
+    for wrapped in (False, True):
+        keras.utils.set_random_seed(5)
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+        trainer = gz.wrap(model) if wrapped else model
+        trainer.compile(optimizer=gz.Adam(0.02), loss="mse")
+        histories.append(_quiet_fit(trainer, x, y, batch_size=10, epochs=3, shuffle=False))
+    np.testing.assert_allclose(histories[1]["loss"], histories[0]["loss"], rtol=1e-6)
+    assert min(histories[1]["loss"]) > 0

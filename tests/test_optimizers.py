@@ -1,4 +1,4 @@
-"""Per-parameter optimizers (DESIGN.md section 2, first table).
+"""Per-parameter optimizers (docs/methods.md, the per-parameter table).
 
 Every expected value comes from an independent source: a NumPy transcription
 of the lecture's equation written below, the lecture's literal NAG
@@ -17,7 +17,7 @@ import tensorflow as tf
 import keras_gdzoo as gz
 
 # --------------------------------------------------------------------------
-# NumPy transcriptions of DESIGN.md section 2. Each factory takes the
+# NumPy transcriptions of docs/methods.md. Each factory takes the
 # optimizer's hyper-parameters (learning rate excluded) and returns
 # step(w, g, a, tau) -> w(tau + 1), keeping its own state.
 # --------------------------------------------------------------------------
@@ -413,7 +413,7 @@ def test_config_round_trip(name, cls, kwargs, _, __):
 
 
 DEFAULTS = [
-    # DESIGN.md section 2, first table.
+    # docs/methods.md, the per-parameter table.
     (gz.GradientDescent, dict(learning_rate=0.01)),
     (gz.Momentum, dict(learning_rate=0.01, momentum=0.9, dampened=False)),
     (gz.NesterovMomentum, dict(learning_rate=0.01, momentum=0.9)),
@@ -510,7 +510,7 @@ def test_invalid_hyper_parameters_are_refused_by_name(cls):
 
 
 def test_message_is_the_documented_keras_wording():
-    # The example message of DESIGN.md section 2.
+    # The example message of docs/methods.md.
     with pytest.raises(ValueError) as info:
         gz.Momentum(momentum=1.5, dampened=True)
     assert str(info.value) == (

@@ -69,8 +69,8 @@ class LevenbergMarquardt(Solver):
       after a rejected one (nu = 2 after each accepted step);
     * `"gain-ratio"`: the same rule with D = I;
     * `"lecture"`: D = I; mu *= `damping_decrease` after a step that lowers
-      E, mu *= `damping_increase` after one that does not (DESIGN.md's
-      table, the rule of Hagan & Menhaj 1994);
+      E, mu *= `damping_increase` after one that does not (the lecture's
+      rule, Hagan & Menhaj 1994);
     * `"marquardt"`: the lecture's factors with D = diag(d) (Marquardt 1963).
 
     The default is the most robust on the Moré-Garbow-Hillstrom test

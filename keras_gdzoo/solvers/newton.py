@@ -65,7 +65,7 @@ class Newton(Solver):
 
     >>> trainer = keras_gdzoo.wrap(model)
     >>> trainer.compile(optimizer=keras_gdzoo.Newton(), loss="mse")
-    >>> trainer.fit(x, y, batch_size=len(x), epochs=10)
+    >>> history = trainer.fit(x, y, batch_size=len(x), epochs=2, verbose=0)
 
     Note:
         * The dense Hessian costs m backward passes per chunk of examples

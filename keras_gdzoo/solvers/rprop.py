@@ -70,7 +70,7 @@ class Rprop(Solver):
 
     >>> trainer = gz.wrap(model)
     >>> trainer.compile(optimizer=gz.Rprop(variant="irprop+"), loss="mse")
-    >>> trainer.fit(x, y, batch_size=len(x), epochs=200)
+    >>> history = trainer.fit(x, y, batch_size=len(x), epochs=2, verbose=0)
 
     Note:
         The lecture gives the Riedmiller & Braun step-size rule; the four

@@ -387,8 +387,9 @@ def per_iteration_ratio(results, fit_name, solve_name):
     fp = statistics.median(r["evaluations"] / r["iterations"] for r in fit)
     sp = statistics.median(r["evaluations"] / r["iterations"] for r in solve)
     print(
-        f"  {fit_name}: {1e3 * fi:.2f} ms/iteration, {1e3 * fe:.2f} ms/evaluation; "
-        f"{solve_name}: {1e3 * si:.2f} ms/iteration, {1e3 * se:.2f} ms/evaluation; "
+        f"  {fit_name}: {1e3 * fi:.2f} ms/iteration, {1e3 * fe:.2f} ms/evaluation, "
+        f"{fp:.2f} evaluations/iteration; {solve_name}: {1e3 * si:.2f} ms/iteration, "
+        f"{1e3 * se:.2f} ms/evaluation, {sp:.2f} evaluations/iteration; "
         f"ratio per iteration {ratio(fi, si)} (goal <= 1.5), per evaluation {ratio(fe, se)}"
     )
 
@@ -416,7 +417,7 @@ def main():
             run_scipy("L-BFGS-B", dtype, x, y, w, args.iterations, limit) for w in points
         ]
     try:
-        import torch  # noqa: F401
+        import torch  # noqa: F401  (only whether it is installed)
 
         results["torch LBFGS strong-Wolfe, float64"] = [
             run_torch(x, y, w, args.iterations, limit) for w in points

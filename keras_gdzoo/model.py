@@ -243,7 +243,7 @@ class SolverModel(keras.Model):
                 dataset = self._full_batch_dataset(x, y, kwargs.pop("sample_weight", None))
                 kwargs.pop("shuffle", None)
                 return super().fit(
-                    dataset, steps_per_epoch=1, callbacks=callbacks, **kwargs
+                    dataset, steps_per_epoch=1, shuffle=False, callbacks=callbacks, **kwargs
                 )
         return super().fit(x, y, batch_size=batch_size, callbacks=callbacks, **kwargs)
 
@@ -354,8 +354,13 @@ class SolverModel(keras.Model):
         solver.forget_evaluations()
         data = self._full_batch_dataset(x, y, sample_weight)
         batch = next(iter(data))
-        names = self._solve_log_names(batch)
-        history = self._solve_function(names, gtol, ftol)(batch, tf.constant(iterations))
+        spec = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), batch)
+        key = (str(spec), gtol, ftol, id(solver))
+        cache = self.__dict__.setdefault("_gz_solve_cache", {})
+        if key not in cache:  # one trace per data shape and tolerances
+            cache.clear()
+            cache[key] = self._solve_function(self._solve_log_names(batch), gtol, ftol)
+        history = cache[key](batch, tf.constant(iterations))
         count = int(history.pop("iterations"))
         result = {key: value.numpy()[:count] for key, value in history.items()}
         result["iterations"] = count
@@ -383,7 +388,7 @@ class SolverModel(keras.Model):
         def run(batch, iterations):
             objective = ModelObjective(self, batch, self.distribute_strategy, stationary=True)
             dtype = objective.dtype
-            w0 = objective.current()
+            w0 = solver.resume_point(objective.current(), objective.rounded)
             logs = {key: tf.TensorArray(dtype, size=iterations) for key in names + ["loss"]}
 
             def body(i, w, state, previous, done, logs):
@@ -408,6 +413,7 @@ class SolverModel(keras.Model):
                  tf.constant(False), logs),
             )
             objective.assign(w)
+            solver.keep_iterate(w)
             solver.write_state(state)
             solver.iterations.assign_add(tf.cast(count, solver.iterations.dtype))
             out = {key: array.stack() for key, array in logs.items()}
@@ -442,7 +448,7 @@ class SolverModel(keras.Model):
         strategy = self.distribute_strategy
         solver = self.optimizer
         objective = ModelObjective(self, data, strategy, stationary=self._stationary)
-        w = objective.current()
+        w = solver.resume_point(objective.current(), objective.rounded)
 
         # Metrics (and the loss shown in the logs) at the starting point, as
         # Keras's own train step reports them; the loss is the objective.
@@ -452,6 +458,7 @@ class SolverModel(keras.Model):
         finite = tf.reduce_all(tf.math.is_finite(w_new))
         w_new = tf.where(finite, w_new, w)
         objective.assign(w_new)
+        solver.keep_iterate(w_new)
         solver.write_state(_finite_state(state, solver.read_state()))
         solver.iterations.assign_add(1)
 

@@ -138,6 +138,13 @@ class ModelObjective(Objective):
             [tf.reshape(tf.cast(v.value, self.dtype), [-1]) for v in self.variables], 0
         )
 
+    def rounded(self, w):
+        """w rounded to the variables' dtypes (what `assign` stores), in
+        the solver's dtype."""
+        return tf.concat(
+            [tf.reshape(tf.cast(p, self.dtype), [-1]) for p in self.unflatten(w)], 0
+        )
+
     def assign(self, w):
         for variable, value in zip(self.variables, self.unflatten(w)):
             variable.assign(value)

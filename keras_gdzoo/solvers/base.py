@@ -317,6 +317,32 @@ class Solver(keras.optimizers.Optimizer):
                 name=key,
             )
         self.solver_size = size
+        self.iterate = None
+        if var_list and tf.as_dtype(var_list[0].dtype) != dtype:
+            # The solver's own iterate, for weights narrower than its
+            # arithmetic: the model's variables hold it rounded, and the next
+            # step resumes from it (not from the rounded weights) while they
+            # still hold exactly that rounding.
+            self.iterate = self.add_variable(
+                shape=[size], initializer="zeros", dtype=dtype, name="iterate"
+            )
+            self.iterate_known = self.add_variable(
+                shape=[], initializer="zeros", dtype=dtype, name="iterate_known"
+            )
+
+    def resume_point(self, w, rounded):
+        """The iterate to start from: the kept one when `rounded(kept)`
+        equals the weights `w` (nothing else changed them), else `w`."""
+        if getattr(self, "iterate", None) is None:
+            return w
+        kept = tf.convert_to_tensor(self.iterate.value)
+        same = (self.iterate_known > 0) & tf.reduce_all(tf.equal(rounded(kept), w))
+        return tf.where(same, kept, w)
+
+    def keep_iterate(self, w):
+        if getattr(self, "iterate", None) is not None:
+            self.iterate.assign(w)
+            self.iterate_known.assign(tf.ones([], self.iterate_known.dtype))
 
     @property
     def solver_state(self):

@@ -718,3 +718,21 @@ def test_cg_does_not_refuse_a_model_whose_dense_matrix_would_not_fit():
         gz.LevenbergMarquardt(linear_solver="cholesky").check_size(10**6, "float32")
     gz.LevenbergMarquardt(linear_solver="cg").check_size(10**6, "float32")
     gz.LevenbergMarquardt().check_size(10**6, "float32")  # "auto" chooses CG
+
+
+def test_auto_solves_a_model_beyond_2000_weights_by_cg():
+    # 1-1000-1: m = 3001 > 2000, so "auto" takes CG (and the estimated
+    # diagonal); the dense matrix is never formed.
+    keras.config.set_floatx("float32")
+    keras.utils.set_random_seed(0)
+    x = np.linspace(-1, 1, 64)[:, None].astype("float32")
+    y = np.sin(3 * x).astype("float32")
+    model = keras.Sequential(
+        [keras.Input((1,)), keras.layers.Dense(1000, activation="tanh"), keras.layers.Dense(1)]
+    )
+    trainer = gz.wrap(model)
+    trainer.compile(optimizer=gz.LevenbergMarquardt(), loss="mse")
+    history = trainer.fit(x, y, batch_size=len(x), epochs=4, verbose=0).history
+    assert history["loss"][-1] < 0.5 * history["loss"][0]
+    assert all(k >= 1 for k in history["cg_iterations"])
+    assert all(np.isfinite(v.numpy()).all() for v in model.trainable_variables)

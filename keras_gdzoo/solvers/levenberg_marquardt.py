@@ -11,6 +11,10 @@ from keras_gdzoo.solvers.base import STOP
 from keras_gdzoo.solvers.base import Solver
 from keras_gdzoo.solvers.base import dense_matrix_guard
 from keras_gdzoo.solvers.base import reuses_evaluations
+from keras_gdzoo.solvers.lm_systems import DIAGONAL_PROBES  # noqa: F401
+from keras_gdzoo.solvers.lm_systems import _DenseTerms
+from keras_gdzoo.solvers.lm_systems import _MatrixFreeTerms
+from keras_gdzoo.solvers.lm_systems import _SampleSpaceTerms
 from keras_gdzoo.solvers.newton import LINEAR_SOLVERS
 from keras_gdzoo.solvers.newton import resolve_linear_solver
 
@@ -44,6 +48,7 @@ STATUS_MESSAGES = {
 }
 
 _LECTURE_ARGUMENTS = ("damping_decrease", "damping_increase")
+
 
 
 @keras.saving.register_keras_serializable(package="keras_gdzoo")
@@ -182,10 +187,13 @@ class LevenbergMarquardt(Solver):
         * With CG, each trial step solves the same damped system as the
           dense path (in the scaled variables S delta for the scaled rules)
           by CG from the previous solve's solution (warm start, Martens
-          2010, kept in the solver's state), so a small model gives the
-          dense path's iterates to the CG tolerance. diag(A), for gtol and
-          the scaled rules' d, is exact (per-example Jacobians in chunks,
-          K backward passes per example, memory O(chunk K m)); trace(A),
+          2010, kept in the solver's state). diag(A), for gtol and the
+          scaled rules' d, is exact for m <= 2000 (per-example Jacobians
+          in chunks, K backward passes per example, memory O(chunk K m)),
+          so a small model gives the dense path's iterates to the CG
+          tolerance; beyond, Hutchinson's estimate 1/4 sum_k v_k * (A v_k)
+          over 4 fixed Rademacher vectors, clamped at 0 (4 products; the
+          exact one would cost more than CG itself). trace(A),
           for the floor on mu after a failed solve, is Hutchinson's
           estimate (one more product). A CG solve that meets a non-finite
           number or a direction of non-positive curvature counts as a
@@ -222,7 +230,7 @@ class LevenbergMarquardt(Solver):
         ftol=1e-8,
         xtol=1e-10,
         linear_solver="auto",
-        cg_max_iterations=50,
+        cg_max_iterations=20,
         cg_tolerance=1e-2,
         name=None,
         **kwargs,
@@ -545,74 +553,6 @@ class LevenbergMarquardt(Solver):
         if by_cg:
             logs["cg_iterations"] = tf.cast(cg, dtype)
         return tf.where(accepted, new_w, w), new_state, logs
-
-
-class _DenseTerms:
-    """E, g and A ([m, m]) in parameter space."""
-
-    def __init__(self, energy, gradient, matrix):
-        self.energy = energy
-        self.gradient = gradient
-        self.matrix = matrix
-
-    def diagonal(self):
-        return tf.linalg.diag_part(self.matrix)
-
-    def system(self, root=None):
-        """The system (S^-1 A S^-1, S^-1 g) whose solve(mu) gives S delta."""
-        if root is None:
-            return curvature.DenseSystem(self.matrix, self.gradient)
-        root = tf.cast(root, self.matrix.dtype)
-        scaled = self.matrix / (root[:, None] * root[None, :])
-        return curvature.DenseSystem(curvature.symmetrize(scaled), self.gradient / root)
-
-
-class _SampleSpaceTerms:
-    """E, g and the sample-space system Jt ([N, m]) for n*K < m."""
-
-    def __init__(self, energy, gradient, system):
-        self.energy = energy
-        self.gradient = gradient
-        self.sample_system = system
-
-    def diagonal(self):
-        system = self.sample_system
-        return tf.reduce_sum(system.jacobian * system.jacobian, axis=0) / system.count
-
-    def system(self, root=None):
-        if root is None:
-            return self.sample_system
-        system = self.sample_system
-        root = tf.cast(root, system.jacobian.dtype)
-        return curvature.SampleSpaceSystem(system.jacobian / root, system.residuals, system.count)
-
-
-class _MatrixFreeTerms:
-    """E, g, the exact diag(A) and a `matrix_free.MatrixFreeSystem`: no
-    Jacobian and no m x m matrix."""
-
-    def __init__(self, objective, w, tolerance, max_iterations):
-        self.objective = objective
-        self.w = w
-        self.tolerance = tolerance
-        self.max_iterations = max_iterations
-        self.energy, self.gradient = matrix_free.gauss_newton_gradient(objective, w)
-
-    def diagonal(self):
-        return matrix_free.gauss_newton_diagonal(self.objective, self.w)
-
-    def system(self, root=None):
-        """The system whose solve_from(mu, x0) gives S delta (delta without
-        `root`), as `_DenseTerms.system`'s."""
-        return matrix_free.MatrixFreeSystem(
-            self.objective,
-            self.w,
-            tolerance=self.tolerance,
-            max_iterations=self.max_iterations,
-            value=self.energy,
-            gradient=self.gradient,
-            scale=root,
-        )
 
 
 def _resolve_rule(rule, decrease, increase):

@@ -736,3 +736,9 @@ def test_auto_solves_a_model_beyond_2000_weights_by_cg():
     assert history["loss"][-1] < 0.5 * history["loss"][0]
     assert all(k >= 1 for k in history["cg_iterations"])
     assert all(np.isfinite(v.numpy()).all() for v in model.trainable_variables)
+
+
+def test_bayesian_regularization_refuses_the_cg_solver_by_name():
+    with pytest.raises(ValueError, match="linear_solver"):
+        gz.BayesianRegularization(linear_solver="cg")
+    assert gz.BayesianRegularization(linear_solver="cholesky").linear_solver == "cholesky"

@@ -56,15 +56,6 @@ class BayesianRegularization(LevenbergMarquardt):
         Networks, 1930-1935.
     """
 
-    def __init__(self, *args, linear_solver="auto", **kwargs):
-        if linear_solver == "cg":
-            raise ValueError(
-                "Argument `linear_solver` must be 'auto' or 'cholesky' for "
-                "BayesianRegularization: its evidence update needs the trace of "
-                "(A + lambda I)^-1, from the dense matrix. Received: linear_solver='cg'"
-            )
-        super().__init__(*args, linear_solver=linear_solver, **kwargs)
-
     def state_spec(self, size, dtype):
         spec = super().state_spec(size, dtype)
         spec["alpha"] = ([], 0.0)

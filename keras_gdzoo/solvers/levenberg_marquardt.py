@@ -248,6 +248,13 @@ class LevenbergMarquardt(Solver):
         ftol = validation.non_negative("ftol", ftol)
         xtol = validation.non_negative("xtol", xtol)
         linear_solver = validation.choice("linear_solver", linear_solver, LINEAR_SOLVERS)
+        if linear_solver == "cg" and type(self).step is not LevenbergMarquardt.step:
+            # BayesianRegularization: its evidence update needs the dense matrix.
+            raise ValueError(
+                f"Argument `linear_solver` must be 'auto' or 'cholesky' for "
+                f"{type(self).__name__}: its step needs the dense m x m matrix. "
+                "Received: linear_solver='cg'"
+            )
         cg_max_iterations = validation.integer("cg_max_iterations", cg_max_iterations, minimum=1)
         cg_tolerance = validation.open_unit("cg_tolerance", cg_tolerance)
         super().__init__(name=name, **kwargs)

@@ -392,7 +392,7 @@ class SolverModel(keras.Model):
             logs = {key: tf.TensorArray(dtype, size=iterations) for key in names + ["loss"]}
 
             def body(i, w, state, previous, done, logs):
-                value, gradient = _start_point(objective, w, state)
+                value, gradient = _start_point(objective, w, state, gtol is not None)
                 w_new, state_new, step_logs = solver.step(w, state, objective)
                 step_logs = dict(step_logs, loss=value)
                 logs = {key: logs[key].write(i, tf.cast(step_logs[key], dtype)) for key in logs}
@@ -470,17 +470,26 @@ class SolverModel(keras.Model):
         return results
 
 
-def _start_point(objective, w, state):
-    """E and g at an iteration's start: those a solver kept in its state
-    (batch mode), else evaluated."""
-    if all(key in state for key in ("point_known", "point_value", "point_gradient")):
+def _start_point(objective, w, state, need_gradient):
+    """E (and g, when `need_gradient`, else None) at an iteration's start:
+    what the solver kept in its state (batch mode), else evaluated. Only
+    what is missing is evaluated: LM and Newton keep no gradient, and the
+    log needs only E."""
+    dtype = objective.dtype
+    known = state["point_known"] > 0 if "point_known" in state else None
+    if known is not None and "point" in state:
+        known &= tf.reduce_all(tf.equal(tf.cast(state["point"], dtype), w))
+    if known is not None and "point_gradient" in state and "point_value" in state:
         return tf.cond(
-            state["point_known"] > 0,
-            lambda: (tf.cast(state["point_value"], objective.dtype),
-                     tf.cast(state["point_gradient"], objective.dtype)),
+            known,
+            lambda: (tf.cast(state["point_value"], dtype), tf.cast(state["point_gradient"], dtype)),
             lambda: objective.value_and_gradient(w),
         )
-    return objective.value_and_gradient(w)
+    if need_gradient:
+        return objective.value_and_gradient(w)
+    if known is not None and "loss" in state:  # Levenberg-Marquardt
+        return tf.cond(known, lambda: tf.cast(state["loss"], dtype), lambda: objective.value(w)), None
+    return objective.value(w), None
 
 
 def _policy_of(model):

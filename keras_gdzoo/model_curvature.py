@@ -283,12 +283,16 @@ class ModelCurvature:
 
     def check_gauss_newton_loss(self):
         """Refuse, by name, a loss without a PSD Gauss-Newton form."""
-        if self.loss_name not in GAUSS_NEWTON_LOSSES:
-            received = self.loss_name or self.loss_description
-            raise ValueError(
-                "The Gauss-Newton matrix (Levenberg-Marquardt) is available for "
-                "the losses " + ", ".join(f'"{name}"' for name in GAUSS_NEWTON_LOSSES)
-                + "; for other losses it need not be positive semi-definite. "
-                "Use Newton or a first-order method. "
-                f"Received: loss={received}"
-            )
+        check_gauss_newton_loss(self.loss_name, self.loss_description)
+
+
+def check_gauss_newton_loss(loss_name, description=None):
+    """Refuse, by name, a loss without a PSD (generalized) Gauss-Newton form."""
+    if loss_name not in GAUSS_NEWTON_LOSSES:
+        raise ValueError(
+            "The Gauss-Newton matrix (Levenberg-Marquardt) is available for "
+            "the losses " + ", ".join(f'"{name}"' for name in GAUSS_NEWTON_LOSSES)
+            + "; for other losses it need not be positive semi-definite. "
+            "Use Newton or a first-order method. "
+            f"Received: loss={loss_name or description}"
+        )

@@ -51,6 +51,7 @@ import tensorflow as tf
 
 from keras_gdzoo import curvature
 from keras_gdzoo.loss_terms import _outputs
+from keras_gdzoo.model_curvature import check_gauss_newton_loss
 from keras_gdzoo.loss_terms import _rows
 from keras_gdzoo.loss_terms import _select
 from keras_gdzoo.loss_terms import objective_of as _objective_of
@@ -452,10 +453,9 @@ class ModelObjective(Objective):
 
     def _check_gauss_newton_loss(self):
         if self.loss_name is not None or self.kind != "compiled" or not self.multi_output:
-            return curvature.ModelCurvature(
-                None, None, None, None, self.size, self.dtype, loss_name=self.loss_name,
-                loss_description=", ".join(t.describe() for t in self.terms) or self.kind,
-            ).check_gauss_newton_loss()
+            return check_gauss_newton_loss(
+                self.loss_name, ", ".join(t.describe() for t in self.terms) or self.kind
+            )
         for term in self.terms:
             if term.name not in curvature.GAUSS_NEWTON_LOSSES or (
                 not term.from_logits

@@ -106,3 +106,14 @@ def test_jit_compiled_fit_ends_with_finite_weights(name):
     model, history = _fit(SOLVERS[name](), jit_compile=True)
     assert all(np.all(np.isfinite(w)) for w in model.get_weights())
     assert history["loss"][-1] <= history["loss"][0]
+
+
+@pytest.mark.parametrize("cls", [gz.Newton, gz.LevenbergMarquardt], ids=lambda c: c.__name__)
+def test_cg_settings_are_refused_where_no_cg_runs(cls):
+    with pytest.raises(ValueError, match="`cg_max_iterations` and `cg_tolerance` are not used"):
+        cls(linear_solver="cholesky", cg_max_iterations=7)
+    with pytest.raises(ValueError, match="not used"):
+        cls(linear_solver="cholesky", cg_tolerance=0.5)
+    dense = cls(linear_solver="cholesky")
+    assert type(dense).from_config(dense.get_config()).linear_solver == "cholesky"
+    assert cls(linear_solver="cg", cg_max_iterations=7).cg_max_iterations == 7

@@ -16,6 +16,7 @@ from keras_gdzoo.solvers.lm_systems import _DenseTerms
 from keras_gdzoo.solvers.lm_systems import _MatrixFreeTerms
 from keras_gdzoo.solvers.lm_systems import _SampleSpaceTerms
 from keras_gdzoo.solvers.newton import LINEAR_SOLVERS
+from keras_gdzoo.solvers.newton import refuse_unused_cg_arguments
 from keras_gdzoo.solvers.newton import resolve_linear_solver
 
 #: The damping rule used when `damping_rule` is not given (see the class
@@ -257,6 +258,9 @@ class LevenbergMarquardt(Solver):
             )
         cg_max_iterations = validation.integer("cg_max_iterations", cg_max_iterations, minimum=1)
         cg_tolerance = validation.open_unit("cg_tolerance", cg_tolerance)
+        refuse_unused_cg_arguments(
+            type(self).__name__, linear_solver, cg_max_iterations, cg_tolerance, 20, 1e-2
+        )
         super().__init__(name=name, **kwargs)
         self.damping_rule = rule
         self.gtol, self.ftol, self.xtol = gtol, ftol, xtol

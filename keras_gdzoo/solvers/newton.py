@@ -117,6 +117,9 @@ class Newton(Solver):
         linear_solver = validation.choice("linear_solver", linear_solver, LINEAR_SOLVERS)
         cg_max_iterations = validation.integer("cg_max_iterations", cg_max_iterations, minimum=1)
         cg_tolerance = validation.open_unit("cg_tolerance", cg_tolerance)
+        refuse_unused_cg_arguments(
+            type(self).__name__, linear_solver, cg_max_iterations, cg_tolerance, 100, 1e-4
+        )
         super().__init__(name=name, **kwargs)
         self.damping = damping
         self.linear_solver = linear_solver
@@ -273,3 +276,13 @@ def _damped_newton_step(w, value, solve, objective, damping, floor, guess):
         maximum_iterations=_MAX_INCREASES,
     )
     return tf.where(accepted, trial, w), damping, accepted, delta, iterations
+
+
+def refuse_unused_cg_arguments(solver, linear_solver, max_iterations, tolerance, *defaults):
+    """With `linear_solver="cholesky"` no CG runs: refuse CG settings given."""
+    if linear_solver == "cholesky" and (max_iterations, tolerance) != tuple(defaults):
+        raise ValueError(
+            f"Arguments `cg_max_iterations` and `cg_tolerance` are not used by {solver} "
+            "with linear_solver='cholesky'. Received: "
+            f"cg_max_iterations={max_iterations}, cg_tolerance={tolerance}"
+        )

@@ -10,7 +10,8 @@ one run by
   own scaling, mode=1) and `x_scale=1.0` (unscaled, mode=2);
 * `gz.LevenbergMarquardt` through `Solver.minimize` on a
   `FunctionObjective(..., residuals=...)` in float64, for each damping rule
-  (the default, "scaled-gain-ratio", first) with default tolerances.
+  (first "trust-region", what the default "auto" uses on these dense
+  problems) with default tolerances.
 
 A run is solved when F = sum f_i^2 is within 1e-5 relative (+1e-12) of a
 minimum value the paper lists (`LeastSquaresProblem.solved`). Printed: per
@@ -18,8 +19,9 @@ run F, solved, iterations (Jacobian evaluations) and function evaluations
 of each method; then per method the number solved and the median
 iterations / evaluations over the runs it solved.
 
-Run: python benchmarks/bench_minpack.py [--rules scaled-gain-ratio lecture ...]
-     [--iterations 2000]
+Run: python benchmarks/bench_minpack.py [--rules trust-region lecture ...]
+     [--iterations 2000] [--quick]
+(--quick: MINPACK and the default rule only, about 2 minutes on two cores.)
 """
 
 import argparse
@@ -39,7 +41,10 @@ import keras_gdzoo as gz  # noqa: E402
 from keras_gdzoo import problems_mgh  # noqa: E402
 from keras_gdzoo.solvers.base import FunctionObjective  # noqa: E402
 
-RULES = ["scaled-gain-ratio", "gain-ratio", "marquardt", "lecture"]
+RULES = [
+    "trust-region", "scaled-trust-region", "scaled-gain-ratio", "gain-ratio", "marquardt",
+    "lecture",
+]
 
 
 def objective(problem):
@@ -94,7 +99,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rules", nargs="+", default=RULES)
     parser.add_argument("--iterations", type=int, default=2000)
+    parser.add_argument("--quick", action="store_true", help="the default rule only")
     args = parser.parse_args()
+    if args.quick:
+        args.rules = RULES[:1]
     methods = ["minpack-jac", "minpack-1"] + [f"gz-{rule}" for rule in args.rules]
     results = {method: [] for method in methods}
     started = time.perf_counter()

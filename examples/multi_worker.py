@@ -1,9 +1,17 @@
 """Full-batch LM / L-BFGS across processes with MultiWorkerMirroredStrategy.
 
-Each worker holds its own share of the data; every solver decision (step
-accepted, damping raised, line-search point) is taken on the loss, gradient
-and J'J summed over all workers, so the result equals one process training
-on all the data.
+Every solver decision (step accepted, damping raised, line-search point) is
+taken on the loss, gradient and J'J summed over all workers, so `fit` on two
+workers gives the iterates, and the History, of one process on all the data.
+Two ways to hand each worker its data (--feed):
+
+* `all` (Keras's convention): every worker calls
+  `trainer.fit(x, y, batch_size=len(x))` with the whole data set; each batch
+  is split into one piece per replica and each worker trains on its own.
+* `share`: each worker holds only its own rows and passes them as a dataset
+  from `strategy.distribute_datasets_from_function`, which Keras neither
+  splits nor shards; `gz.wrap(model, batch_mode=True)` says that the
+  dataset repeats the same full batch.
 
 Run one worker per process, each with its own TF_CONFIG:
 
@@ -13,7 +21,7 @@ Run one worker per process, each with its own TF_CONFIG:
 
 or let the script start the workers itself on loopback ports:
 
-    python examples/multi_worker.py --launch 2 --method lbfgs
+    python examples/multi_worker.py --launch 2 --method lbfgs --feed share
 
 A worker that cannot reach the others gives up after --timeout seconds
 with a message (no hang); a malformed TF_CONFIG is refused at once.
@@ -78,27 +86,55 @@ def build_model():
 def make_solver(method):
     import keras_gdzoo as gz
 
-    return {"lm": gz.LevenbergMarquardt, "lbfgs": gz.LBFGS}[method]()
+    if method == "lm":
+        # The lecture's damping rule: its iterates follow the data smoothly,
+        # so the workers' sums (added in another order) give one process's
+        # iterates to rounding. The default trust-region rule's iterates
+        # moved by 1e-4 when y moved by 1e-15 (measured on this problem).
+        return gz.LevenbergMarquardt(damping_rule="lecture")
+    return gz.LBFGS()
 
 
-def train(strategy, x, y, method, epochs, global_batch):
-    """Fit on (x, y): this worker's share when strategy spans several."""
+def share_dataset(strategy, x, y, rows):
+    """This worker's rows as a distributed dataset that repeats one full
+    batch: no auto-sharding, no rebatching (with several local replicas,
+    each gets its own piece of the rows)."""
+    import numpy as np
+    import tensorflow as tf
+
+    def dataset_fn(context):
+        local_replicas = context.num_replicas_in_sync // context.num_input_pipelines
+        pieces = np.array_split(rows, local_replicas)
+        dataset = tf.data.Dataset.from_tensors((x[pieces[0]], y[pieces[0]]))
+        for piece in pieces[1:]:
+            dataset = dataset.concatenate(tf.data.Dataset.from_tensors((x[piece], y[piece])))
+        return dataset.repeat()
+
+    return strategy.distribute_datasets_from_function(dataset_fn)
+
+
+def train(strategy, method, epochs, feed="all", index=0, workers=1):
+    """Fit on the whole problem as worker `index` of `workers`; returns the
+    trained weights and the History's logs, with the trained model's loss
+    from `evaluate` added."""
+    import numpy as np
+
     import keras_gdzoo as gz
 
+    x, y = data()
     with strategy.scope():
         model = build_model()
-        trainer = gz.wrap(model)
+        trainer = gz.wrap(model, batch_mode=True if feed == "share" else None)
         trainer.compile(optimizer=make_solver(method), loss="mse")
-    if strategy.num_replicas_in_sync == 1:
-        trainer.fit(x, y, batch_size=global_batch, epochs=epochs, verbose=0, shuffle=False)
+    if feed == "all":
+        history = trainer.fit(x, y, batch_size=len(x), epochs=epochs, verbose=0)
+        loss = trainer.evaluate(x, y, batch_size=len(x), verbose=0)
     else:
-        # Keras 3.15's fit() cannot start under MultiWorkerMirroredStrategy
-        # (its first-batch build reduces a PerReplica eagerly, which the
-        # collective ops refuse), so each worker feeds its own share through
-        # train_on_batch: the solver sums loss, gradient and J'J over workers.
-        for _ in range(epochs):
-            trainer.train_on_batch(x, y)
-    return [v.numpy() for v in model.weights]
+        rows = np.array_split(np.arange(len(x)), workers)[index]
+        dataset = share_dataset(strategy, x, y, rows)
+        history = trainer.fit(dataset, steps_per_epoch=1, epochs=epochs, verbose=0, shuffle=False)
+        loss = trainer.evaluate(dataset, steps=1, verbose=0)
+    return [v.numpy() for v in model.weights], dict(history.history, evaluate=[loss])
 
 
 def worker(args, workers, index):
@@ -129,12 +165,14 @@ def worker(args, workers, index):
     keras.config.disable_traceback_filtering()
     options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=args.timeout)
     strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
-    x, y = data()
-    share = np.array_split(np.arange(len(x)), len(workers))[index]
     results = {}
-    for method in args.method.split(","):
-        for i, w in enumerate(train(strategy, x[share], y[share], method, args.epochs, len(x))):
-            results[f"{method}_{i}"] = w
+    for feed in args.feed.split(","):
+        for method in args.method.split(","):
+            weights, logs = train(strategy, method, args.epochs, feed, index, len(workers))
+            for i, w in enumerate(weights):
+                results[f"{feed}_{method}_{i}"] = w
+            for key, values in logs.items():
+                results[f"{feed}_{method}_log_{key}"] = np.asarray(values)
     watchdog.cancel()
     faulthandler.cancel_dump_traceback_later()
     if args.out:
@@ -152,19 +190,24 @@ def free_ports(count):
     return ports
 
 
-def launch(count, method, epochs, timeout, out_dir):
-    """Start `count` workers on loopback ports; return their weight files."""
+def launch(count, method, epochs, timeout, out_dir, feed="all"):
+    """Start `count` workers on loopback ports; return their exit codes and
+    result files (weights and History logs)."""
     workers = [f"127.0.0.1:{port}" for port in free_ports(count)]
     processes, outputs = [], []
+    # The workers import keras_gdzoo from this checkout, as the caller does.
+    checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.pathsep.join(p for p in (checkout, os.environ.get("PYTHONPATH")) if p)
     for index in range(count):
-        env = dict(os.environ)
+        env = dict(os.environ, PYTHONPATH=path)
         env["TF_CONFIG"] = json.dumps(
             {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
         )
         out = os.path.join(out_dir, f"worker{index}.npz")
         outputs.append(out)
         command = [sys.executable, os.path.abspath(__file__), "--method", method,
-                   "--epochs", str(epochs), "--timeout", str(timeout), "--out", out]
+                   "--feed", feed, "--epochs", str(epochs), "--timeout", str(timeout),
+                   "--out", out]
         processes.append(subprocess.Popen(command, env=env))
     codes = []
     for process in processes:
@@ -182,20 +225,27 @@ def launch(count, method, epochs, timeout, out_dir):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--method", default="lm", help="lm, lbfgs or both: lm,lbfgs")
+    parser.add_argument("--feed", default="all",
+                        help="all: every worker passes all the data (Keras's convention); "
+                        "share: each passes only its own rows; or both: all,share")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--timeout", type=float, default=120.0)
-    parser.add_argument("--out", default=None, help="where a worker saves its weights (.npz)")
+    parser.add_argument("--out", default=None, help="where a worker saves its weights and History logs (.npz)")
     parser.add_argument("--launch", type=int, default=0, help="start this many workers here")
     args = parser.parse_args(argv)
+    if set(args.method.split(",")) - {"lm", "lbfgs"}:
+        parser.error(f"--method takes lm, lbfgs or lm,lbfgs. Received: {args.method}")
+    if set(args.feed.split(",")) - {"all", "share"}:
+        parser.error(f"--feed takes all, share or all,share. Received: {args.feed}")
     if args.launch:
         import tempfile
 
         with tempfile.TemporaryDirectory() as out_dir:
-            codes, _ = launch(args.launch, args.method, args.epochs, args.timeout, out_dir)
+            codes, _ = launch(
+                args.launch, args.method, args.epochs, args.timeout, out_dir, args.feed
+            )
         print("worker exit codes:", codes)
         return max(abs(c) for c in codes)
-    if set(args.method.split(",")) - {"lm", "lbfgs"}:
-        parser.error(f"--method takes lm, lbfgs or lm,lbfgs. Received: {args.method}")
     try:
         workers, index = check_tf_config(os.environ.get("TF_CONFIG", ""))
     except ValueError as error:

@@ -166,7 +166,7 @@ METHODS = {
         reference="Levenberg 1944; Marquardt 1963", use="small and medium nets: fastest on SIN"),
     "br": Method(
         "BayesianRegularization", family="second-order",
-        update="LM on βE_D + αE_W, α and β re-estimated each iteration",
+        update="LM on βE_D + Σ_c α_c E_c, α_c per variable and β re-estimated each iteration",
         reference="MacKay 1992; Foresee & Hagan 1997",
         use="small nets on few or noisy data (MATLAB's trainbr)"),
 }

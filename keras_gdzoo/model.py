@@ -86,6 +86,16 @@ class SolverModel(keras.Model):
             least its length, False otherwise (datasets, generators,
             `train_on_batch`). Pass True for a dataset that yields the same
             full batch every step.
+        micro_batch_size: None (the default) or an integer b >= 1: every
+            objective evaluation a solver makes (E, g, the metrics pass,
+            Gauss-Newton- and Hessian-vector products, curvature diagonals,
+            dense Gauss-Newton matrices and Hessians) runs over pieces of at
+            most b examples of the batch and sums them, so peak activations
+            are those of b examples while the objective stays that of the
+            whole batch (equal to rounding). For batch mode on data sets
+            whose forward pass does not fit at once. Needs a compiled loss
+            (refused with `residuals` or a custom `compute_loss`); ordinary
+            Keras optimizers train as without it.
 
     Example:
 
@@ -95,7 +105,15 @@ class SolverModel(keras.Model):
     >>> predictions = model.predict(x, verbose=0)
     """
 
-    def __init__(self, model, residuals=None, residual_weights=None, batch_mode=None, **kwargs):
+    def __init__(
+        self,
+        model,
+        residuals=None,
+        residual_weights=None,
+        batch_mode=None,
+        micro_batch_size=None,
+        **kwargs,
+    ):
         if not isinstance(model, keras.Model):
             raise ValueError(
                 f"Argument `model` must be a keras.Model. Received: model={model!r}"
@@ -118,12 +136,21 @@ class SolverModel(keras.Model):
             ]
         if batch_mode is not None:
             batch_mode = validation.boolean("batch_mode", batch_mode)
+        if micro_batch_size is not None:
+            micro_batch_size = validation.integer("micro_batch_size", micro_batch_size, minimum=1)
+            if residuals is not None:
+                raise ValueError(
+                    "Argument `micro_batch_size` needs a compiled loss: a residual "
+                    "function sees the whole batch (its entries need not be rows of x). "
+                    f"Received: micro_batch_size={micro_batch_size} with residuals"
+                )
         kwargs.setdefault("dtype", _policy_of(model))
         super().__init__(**kwargs)
         self.model = model
         self.residuals = residuals
         self.residual_weights = residual_weights
         self.batch_mode = batch_mode
+        self.micro_batch_size = micro_batch_size
         self._gz_loss = None
         self._gz_loss_weights = None
         self._stationary = False
@@ -154,6 +181,8 @@ class SolverModel(keras.Model):
             config["residual_weights"] = self.residual_weights
         if self.batch_mode is not None:
             config["batch_mode"] = self.batch_mode
+        if self.micro_batch_size is not None:
+            config["micro_batch_size"] = self.micro_batch_size
         return config
 
     @classmethod
@@ -248,8 +277,9 @@ class SolverModel(keras.Model):
         return super().fit(x, y, batch_size=batch_size, callbacks=callbacks, **kwargs)
 
     def _in_memory(self, x, fit_kwargs):
+        strategy = self.distribute_strategy
         return (
-            self.distribute_strategy.num_replicas_in_sync == 1
+            (strategy.num_replicas_in_sync == 1 or _multi_worker(strategy))
             and fit_kwargs.get("class_weight") is None
             and all(isinstance(a, (np.ndarray, tf.Tensor)) for a in tf.nest.flatten(x))
         )
@@ -273,7 +303,17 @@ class SolverModel(keras.Model):
             data += (structure(y),)
             if sample_weight is not None:
                 data += (structure(sample_weight),)
-        return tf.data.Dataset.from_tensors(data).repeat()
+        dataset = tf.data.Dataset.from_tensors(data).repeat()
+        if _multi_worker(self.distribute_strategy):
+            # As in Keras, every worker passes the whole data set; Keras splits
+            # each batch into one piece per replica and worker i keeps piece i
+            # (DATA sharding: the pieces cover the batch once, in any order).
+            options = tf.data.Options()
+            options.experimental_distribute.auto_shard_policy = (
+                tf.data.experimental.AutoShardPolicy.DATA
+            )
+            dataset = dataset.with_options(options)
+        return dataset
 
     def train_on_batch(self, *args, **kwargs):
         if self._uses_solver:
@@ -311,7 +351,36 @@ class SolverModel(keras.Model):
         self.train_function = _keras_adapter.train_function(step, self.steps_per_execution)
         return self.train_function
 
-    def solve(self, x, y=None, sample_weight=None, iterations=1000, gtol=None, ftol=None):
+    def make_test_function(self, force=False):
+        if not (self._uses_solver and _multi_worker(self.distribute_strategy)):
+            return super().make_test_function(force)
+        if self.test_function is not None and not force:
+            return self.test_function
+        # Keras's own reduces the test step's logs with
+        # strategy.reduce("MEAN", v, axis=0), which MultiWorkerMirroredStrategy
+        # refuses for scalars: evaluate in cross-replica context instead, as
+        # the train function does (the metrics sum over the workers).
+        step = tf.function(self._evaluate_step, reduce_retracing=True)
+        self.test_function = _keras_adapter.train_function(step, self.steps_per_execution)
+        return self.test_function
+
+    def _evaluate_step(self, data):
+        objective = ModelObjective(self, data, self.distribute_strategy)
+        objective.replica_sum(self._update_metrics, objective, objective.current())
+        return self.get_metrics_result()
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras's own reduces the first batch across replicas, which
+        # MultiWorkerMirroredStrategy refuses; see `_keras_adapter`.
+        if iterator is not None and _multi_worker(self.distribute_strategy):
+            data_batch = _keras_adapter.symbolic_build_batch(self.distribute_strategy, iterator)
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    def solve(
+        self, x, y=None, sample_weight=None, iterations=1000, gtol=None, ftol=None,
+        jit_compile=None,
+    ):
         """Run up to `iterations` solver iterations on the whole data set in
         one graph call (a `tf.while_loop`, no Python per iteration).
 
@@ -329,6 +398,11 @@ class SolverModel(keras.Model):
             iterations: the most iterations, an integer >= 1.
             gtol: optional gradient-norm tolerance (> 0).
             ftol: optional relative loss-decrease tolerance (> 0).
+            jit_compile: whether to compile the loop with XLA; None (the
+                default) follows the model's `jit_compile` (off under a
+                distribution strategy with several replicas). With XLA the
+                graph is traced for each value of `iterations` (its log
+                arrays need a static size).
 
         Returns:
             A dict of NumPy arrays, one entry per iteration: `loss` (at the
@@ -343,6 +417,11 @@ class SolverModel(keras.Model):
         iterations = validation.integer("iterations", iterations, minimum=1)
         gtol = None if gtol is None else validation.positive("gtol", gtol)
         ftol = None if ftol is None else validation.positive("ftol", ftol)
+        if jit_compile is None:
+            jit_compile = bool(self.jit_compile)
+        jit_compile = validation.boolean("jit_compile", jit_compile) and (
+            self.distribute_strategy.num_replicas_in_sync == 1
+        )
         if not self.trainable_variables:
             raise ValueError(
                 "The model has no trainable weights: there is nothing for "
@@ -355,11 +434,15 @@ class SolverModel(keras.Model):
         data = self._full_batch_dataset(x, y, sample_weight)
         batch = next(iter(data))
         spec = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), batch)
-        key = (str(spec), gtol, ftol, id(solver))
+        # XLA needs the log arrays' size, `iterations`, known when tracing.
+        static = iterations if jit_compile else None
+        key = (str(spec), gtol, ftol, id(solver), jit_compile, static)
         cache = self.__dict__.setdefault("_gz_solve_cache", {})
         if key not in cache:  # one trace per data shape and tolerances
             cache.clear()
-            cache[key] = self._solve_function(self._solve_log_names(batch), gtol, ftol)
+            cache[key] = self._solve_function(
+                self._solve_log_names(batch), gtol, ftol, jit_compile, static
+            )
         history = cache[key](batch, tf.constant(iterations))
         count = int(history.pop("iterations"))
         result = {key: value.numpy()[:count] for key, value in history.items()}
@@ -382,14 +465,15 @@ class SolverModel(keras.Model):
         )
         return sorted(objective_spec)
 
-    def _solve_function(self, names, gtol, ftol):
+    def _solve_function(self, names, gtol, ftol, jit_compile=False, static_iterations=None):
         solver = self.optimizer
 
         def run(batch, iterations):
             objective = ModelObjective(self, batch, self.distribute_strategy, stationary=True)
             dtype = objective.dtype
             w0 = solver.resume_point(objective.current(), objective.rounded)
-            logs = {key: tf.TensorArray(dtype, size=iterations) for key in names + ["loss"]}
+            size = iterations if static_iterations is None else static_iterations
+            logs = {key: tf.TensorArray(dtype, size=size) for key in names + ["loss"]}
 
             def body(i, w, state, previous, done, logs):
                 value, gradient = _start_point(objective, w, state, gtol is not None)
@@ -420,7 +504,7 @@ class SolverModel(keras.Model):
             out["iterations"] = count
             return out
 
-        return tf.function(run)
+        return tf.function(run, jit_compile=jit_compile)
 
     def _update_metrics(self, x, y, sample_weight, objective, w):
         """Update the loss (the objective, in the weights' dtype) and the
@@ -443,18 +527,39 @@ class SolverModel(keras.Model):
         objective.replica_sum(self._update_metrics, objective, objective.current())
         return self.get_metrics_result()
 
+    def _loss_is_kept(self, state):
+        """Whether the loss to log at a step's start can come from what the
+        solver kept of its last step (`_start_point`) instead of a metrics
+        forward pass: batch mode, one replica, and no metric but the loss
+        (Python bool, decided when tracing)."""
+        return (
+            self._stationary
+            and self.distribute_strategy.num_replicas_in_sync == 1
+            and "point_known" in state
+            and ("point_value" in state or "loss" in state)
+            and all(m is self._objective_loss for m in self.metrics)
+        )
+
     def _solver_step(self, data):
         """One solver iteration on one (possibly distributed) batch."""
         strategy = self.distribute_strategy
         solver = self.optimizer
         objective = ModelObjective(self, data, strategy, stationary=self._stationary)
         w = solver.resume_point(objective.current(), objective.rounded)
+        state = solver.read_state()
 
         # Metrics (and the loss shown in the logs) at the starting point, as
         # Keras's own train step reports them; the loss is the objective.
-        objective.replica_sum(self._update_metrics, objective, w)
+        if self._loss_is_kept(state):
+            # Batch mode, one replica, no compiled metrics: the solver kept E
+            # at w from its last step, so no forward pass is needed for it.
+            value, _ = _start_point(objective, w, state, need_gradient=False)
+            rows = tf.cast(tf.shape(tf.nest.flatten(data)[0])[0], value.dtype)
+            self._objective_loss.update_state(value, sample_weight=rows)
+        else:
+            objective.replica_sum(self._update_metrics, objective, w)
 
-        w_new, state, logs = solver.step(w, solver.read_state(), objective)
+        w_new, state, logs = solver.step(w, state, objective)
         finite = tf.reduce_all(tf.math.is_finite(w_new))
         w_new = tf.where(finite, w_new, w)
         objective.assign(w_new)
@@ -479,6 +584,10 @@ def _start_point(objective, w, state, need_gradient):
     known = state["point_known"] > 0 if "point_known" in state else None
     if known is not None and "point" in state:
         known &= tf.reduce_all(tf.equal(tf.cast(state["point"], dtype), w))
+    if known is not None and "point_value" in state and not need_gradient:
+        return tf.cond(
+            known, lambda: tf.cast(state["point_value"], dtype), lambda: objective.value(w)
+        ), None
     if known is not None and "point_gradient" in state and "point_value" in state:
         return tf.cond(
             known,
@@ -514,6 +623,11 @@ def _finite_state(state, previous):
     }
 
 
+def _multi_worker(strategy):
+    """Whether `strategy` spans several processes (each its own data pipeline)."""
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
 def _is_whole_batch(x, batch_size, fit_kwargs):
     """Batch mode of a `fit` call: in-memory data in one batch per epoch."""
     if fit_kwargs.get("steps_per_epoch") is not None or fit_kwargs.get("validation_split"):
@@ -529,7 +643,7 @@ def _is_whole_batch(x, batch_size, fit_kwargs):
     return int(batch_size) >= n
 
 
-def wrap(model, residuals=None, residual_weights=None, batch_mode=None):
+def wrap(model, residuals=None, residual_weights=None, batch_mode=None, micro_batch_size=None):
     """Make `model` trainable by every keras_gdzoo solver.
 
     Args:
@@ -538,13 +652,24 @@ def wrap(model, residuals=None, residual_weights=None, batch_mode=None):
             least-squares objective (see `SolverModel`).
         residual_weights: optional weights of the residual tensors.
         batch_mode: see `SolverModel` (None decides per `fit` call).
+        micro_batch_size: optional integer b >= 1: solvers evaluate the
+            objective in pieces of at most b examples (see `SolverModel`).
 
     Returns:
         A `SolverModel` that shares `model`'s weights. Compile and fit it;
         `model` itself holds the trained weights afterwards.
     """
-    if isinstance(model, SolverModel) and residuals is None and batch_mode is None:
+    if (
+        isinstance(model, SolverModel)
+        and residuals is None
+        and batch_mode is None
+        and micro_batch_size is None
+    ):
         return model
     return SolverModel(
-        model, residuals=residuals, residual_weights=residual_weights, batch_mode=batch_mode
+        model,
+        residuals=residuals,
+        residual_weights=residual_weights,
+        batch_mode=batch_mode,
+        micro_batch_size=micro_batch_size,
     )

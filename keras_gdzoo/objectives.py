@@ -42,9 +42,28 @@ Distribution: every evaluation runs on each replica's shard with
 `strategy.run` and the pieces are summed (`strategy.reduce`), the data
 terms divided by the global number of examples, so E is the mean over the
 global batch whatever the shard sizes.
+
+Micro-batches (`gz.wrap(model, micro_batch_size=b)`): every evaluation
+(E, g, the metrics pass, Gauss-Newton- and Hessian-vector products, the
+curvature diagonals, the dense Gauss-Newton matrix and Hessian, the
+sample-space Jacobian) runs over each shard in consecutive pieces of at
+most b examples and sums them (`over_micro_batches`), so only one piece's
+activations are alive at a time. The sums are those of the whole batch:
+
+    E = sum_pieces sum_{i in piece} (per-example terms) / n + P(w),
+
+n the global number of examples, the penalties P added once (on each
+shard's first piece, P / replicas). Penalties are taken as functions of
+the weights, as under replicas; models with an `activity_regularizer`
+(a penalty that sums over the examples) are refused. Layers that mix
+examples (BatchNormalization in training mode) see one piece at a time.
+Only compiled losses are split: a residual function or a custom
+`compute_loss` sees the whole batch (its terms need not be sums over the
+rows of x), so `micro_batch_size` refuses them.
 """
 
 import math
+import threading
 
 import keras
 import tensorflow as tf
@@ -101,20 +120,27 @@ class ModelObjective(Objective):
         # The solver's arithmetic is float64 for float32 (and narrower) models.
         self.dtype = solver_dtype(self.variables[0].dtype)
         self.kind, self.terms, self.residuals, self.residual_weights = _objective_of(model)
+        self.micro_batch_size = getattr(model, "micro_batch_size", None)
+        if self.micro_batch_size is not None:
+            _check_micro_batches(self.kind, self.network, self.micro_batch_size)
+        self._pieces = threading.local()
         self.output_names = list(getattr(self.network, "output_names", None) or [])
         single = self.kind == "compiled" and len(self.terms) == 1 and self.terms[0].output is None
         self.loss_name = self.terms[0].name if single else None
         self.from_logits = self.terms[0].from_logits if single else False
-        self.count = self.replica_sum(
+        self.count = self._replica_sum_whole(
             lambda x, y, sample_weight: tf.cast(_rows(tf.nest.flatten(x)[0]), self.dtype)
         )
 
     @property
     def curvature(self):
+        return self._curvature(self.replica_sum)
+
+    def _curvature(self, replica_sum):
         return curvature.ModelCurvature(
             predict=self.predict,
             per_example_loss=self.per_example_loss,
-            replica_sum=self.replica_sum,
+            replica_sum=replica_sum,
             count=self.count,
             size=self.size,
             dtype=self.dtype,
@@ -155,7 +181,36 @@ class ModelObjective(Objective):
 
     # -- distribution -------------------------------------------------------
     def replica_sum(self, fn, *args):
-        """Run fn(x, y, sample_weight, *args) per replica and sum the results."""
+        """Run fn(x, y, sample_weight, *args) per replica and sum the results;
+        with `micro_batch_size`, fn runs on each shard's micro-batches and
+        their results are summed too (fn must be a sum over the examples)."""
+        if self.micro_batch_size is not None:
+            fn = self._over_micro_batches(fn)
+        return self._replica_sum_whole(fn, *args)
+
+    @property
+    def in_first_micro_batch(self):
+        """False while a shard's micro-batches after the first are traced:
+        the penalties, which count once, are added on the first only."""
+        return getattr(self._pieces, "first", True)
+
+    def _over_micro_batches(self, fn):
+        def chunked(x, y, sample_weight, *args):
+            def piece(batch, first):
+                # Thread-local: MirroredStrategy traces each replica in a thread.
+                outer = self.in_first_micro_batch
+                self._pieces.first = outer and first
+                try:
+                    return fn(*batch, *args)
+                finally:
+                    self._pieces.first = outer
+
+            return over_micro_batches(piece, (x, y, sample_weight), self.micro_batch_size)
+
+        return chunked
+
+    def _replica_sum_whole(self, fn, *args):
+        """`replica_sum` on whole shards (no micro-batches)."""
         x, y, sample_weight = self.data
         if self.strategy.num_replicas_in_sync == 1 and not _is_distributed(x):
             return fn(x, y, sample_weight, *args)
@@ -260,7 +315,7 @@ class ModelObjective(Objective):
         prediction = outputs if self.multi_output else outputs[0]
         value = tf.reduce_sum(self.per_example_loss(y, prediction, sample_weight))
         value = value / tf.cast(self.count, self.dtype)
-        if penalty is not None:
+        if penalty is not None and self.in_first_micro_batch:
             value = value + penalty / self._replicas()
         return value, y_pred
 
@@ -303,6 +358,13 @@ class ModelObjective(Objective):
         if self.residual_weights is None:
             return [1.0] * count
         return list(self.residual_weights)
+
+    def residual_entries(self, x, y, w):
+        """This replica's residual tensors r_e ([n_e, k_e]) at w, their
+        weights lambda_e and the penalty P (None without): what
+        `keras_gdzoo.matrix_free` stacks for its products."""
+        entries, penalty = self._entries(x, y, w)
+        return entries, self._weights(len(entries)), penalty
 
     def residual_rows(self, w):
         """The global number of rows n_e of every residual entry, [E]."""
@@ -351,6 +413,10 @@ class ModelObjective(Objective):
     # -- penalties ----------------------------------------------------------
     def _local_penalty_curvature(self, x, y, sample_weight, w):
         """(P, dP/dw, d2P/dw2) of this replica's penalties, each / replicas."""
+        if self.micro_batch_size is not None:
+            # P depends on the weights only: the first micro-batch's forward
+            # pass (as the value's) gives it.
+            x = first_micro_batch(x, self.micro_batch_size)
         w_local = tf.identity(w)
         with tf.GradientTape() as outer:
             outer.watch(w_local)
@@ -388,7 +454,7 @@ class ModelObjective(Objective):
         if self.kind == "custom" or not self.has_penalty():
             return value, gradient, matrix
         scale = scale() if callable(scale) else scale
-        penalty, slope, curvature_ = self.replica_sum(self._local_penalty_curvature, w)
+        penalty, slope, curvature_ = self._replica_sum_whole(self._local_penalty_curvature, w)
         return (
             value + scale * penalty,
             gradient + scale * slope,
@@ -419,13 +485,34 @@ class ModelObjective(Objective):
 
     def gauss_newton_sample_space(self, w):
         self._check_targets()
-        return self.curvature.gauss_newton_sample_space(w)
+        if self.micro_batch_size is None:
+            return self.curvature.gauss_newton_sample_space(w)
+        # The sample-space rows of the micro-batches, concatenated in order.
+        self._check_gauss_newton_loss()
+        model_curvature = self.curvature
+
+        def local(x, y, sample_weight, w):
+            return over_micro_batches(
+                lambda batch, first: model_curvature._local_sample_space(*batch, w),
+                (x, y, sample_weight),
+                self.micro_batch_size,
+                concatenated=(2, 3),
+            )
+
+        value, gradient, jacobian, residuals = self._replica_sum_whole(local, w)
+        count = tf.cast(self.count, self.dtype)
+        return (
+            value / count,
+            gradient / count,
+            curvature.SampleSpaceSystem(jacobian, residuals, count),
+        )
 
     def prefers_sample_space(self, w):
         if self.kind != "compiled" or self.loss_name is None or self.has_penalty():
             # Penalties (and residual entries) are added to A in parameter space.
             return False
-        return self.curvature.prefers_sample_space(w)
+        # Shapes only (n and K): on whole shards.
+        return self._curvature(self._replica_sum_whole).prefers_sample_space(w)
 
     def hessian(self, w):
         if self.kind == "compiled":
@@ -493,3 +580,115 @@ def symmetrize(matrix):
 
 def _is_distributed(value):
     return any(isinstance(v, tf.distribute.DistributedValues) for v in tf.nest.flatten(value))
+
+
+# -- micro-batches ------------------------------------------------------------
+def _check_micro_batches(kind, network, micro_batch_size):
+    if kind == "residuals":
+        raise ValueError(
+            "Argument `micro_batch_size` needs a compiled loss: a residual function "
+            "sees the whole batch (its entries need not be rows of x). Received: "
+            f"micro_batch_size={micro_batch_size} with residuals"
+        )
+    if kind == "custom":
+        raise ValueError(
+            "Argument `micro_batch_size` needs a compiled loss: a custom `compute_loss` "
+            "need not be a sum over the examples. Received: "
+            f"micro_batch_size={micro_batch_size} with {type(network).__name__}.compute_loss"
+        )
+    for layer in _all_layers(network):
+        if getattr(layer, "activity_regularizer", None) is not None:
+            raise ValueError(
+                "Argument `micro_batch_size` needs penalties that depend on the weights "
+                "only; an activity regularizer sums over the examples. Received: "
+                f"micro_batch_size={micro_batch_size} with layer {layer.name!r} "
+                f"(activity_regularizer={layer.activity_regularizer!r})"
+            )
+
+
+def _all_layers(layer):
+    yield layer
+    for inner in getattr(layer, "layers", None) or []:
+        if inner is not layer:
+            yield from _all_layers(inner)
+
+
+def _pieces(n, size):
+    """(p, h): p = ceil(n / size) pieces (at least 1), the first of h = n -
+    (p - 1) size examples; Python ints for a static n, else tensors."""
+    if isinstance(n, int):
+        pieces = max(1, -(-n // size))
+    else:
+        pieces = tf.maximum((n + size - 1) // size, 1)
+    return pieces, n - (pieces - 1) * size
+
+
+def first_micro_batch(batch, size):
+    """The first piece `over_micro_batches` gives fn (its first h examples)."""
+    batch = curvature._map_batch(tf.convert_to_tensor, batch)
+    _, head = _pieces(curvature._num_examples(batch), size)
+    return curvature._map_batch(lambda t: t[:head], batch)
+
+
+def _blocks(t, size):
+    """[p size, ...] -> [p, size, ...] (static inner shape where known)."""
+    inner = t.shape[1:]
+    if inner.is_fully_defined():
+        return tf.reshape(t, [-1, size] + inner.as_list())
+    return tf.reshape(t, tf.concat([[-1, size], tf.shape(t)[1:]], 0))
+
+
+@tf.autograph.experimental.do_not_convert
+def over_micro_batches(fn, batch, size, concatenated=()):
+    """Sum `fn(piece, first)` over the micro-batches of a batch.
+
+    Args:
+        fn: maps (a piece of `batch`, first) to a nested structure of
+            tensors; `first` is a Python bool, True for the first piece only
+            (where terms that count once per batch go).
+        batch: nested structure of tensors (or None) sharing the first axis,
+            n examples.
+        size: the most examples per piece, a Python int >= 1.
+        concatenated: positions, in `tf.nest.flatten` of fn's output, of
+            the results concatenated along their first axis in the order of
+            the examples (rows of a Jacobian) instead of summed.
+
+    The pieces are consecutive: with p = ceil(n / size), the first has the
+    n - (p - 1) size examples left over (between 1 and size), the others
+    exactly `size`. No example is padded or masked, and for a static n
+    every shape is static. The p - 1 full pieces run in a `tf.while_loop`,
+    one at a time (`parallel_iterations=1`), so only one piece's
+    activations are alive. A batch of at most `size` examples is one
+    piece: fn(batch, True), no loop.
+    """
+    batch = curvature._map_batch(tf.convert_to_tensor, batch)
+    n = curvature._num_examples(batch)
+    if isinstance(n, int) and n <= size:
+        return fn(batch, True)
+    pieces, head = _pieces(n, size)
+    first = fn(curvature._map_batch(lambda t: t[:head], batch), True)
+    blocks = curvature._map_batch(lambda t: _blocks(t[head:], size), batch)
+    flat = [tf.convert_to_tensor(t) for t in tf.nest.flatten(first)]
+    joined = sorted(set(concatenated))
+    summed = [k for k in range(len(flat)) if k not in joined]
+
+    def body(i, sums, arrays):
+        piece = curvature._map_batch(lambda t: t[i], blocks)
+        out = tf.nest.flatten(fn(piece, False))
+        sums = [total + tf.cast(out[k], total.dtype) for total, k in zip(sums, summed)]
+        arrays = [array.write(i, out[k]) for array, k in zip(arrays, joined)]
+        return i + 1, sums, arrays
+
+    arrays = [tf.TensorArray(flat[k].dtype, size=pieces - 1) for k in joined]
+    _, sums, arrays = tf.while_loop(
+        lambda i, sums, arrays: i < pieces - 1,
+        body,
+        (tf.constant(0), [flat[k] for k in summed], arrays),
+        parallel_iterations=1,
+    )
+    results = list(flat)
+    for total, k in zip(sums, summed):
+        results[k] = total
+    for array, k in zip(arrays, joined):
+        results[k] = tf.concat([flat[k], array.concat()], 0)
+    return tf.nest.pack_sequence_as(first, results)

@@ -15,7 +15,9 @@ import keras_gdzoo as gz
 from keras_gdzoo import line_search
 from keras_gdzoo.line_search import Backtracking
 from keras_gdzoo.line_search import Exact
+from keras_gdzoo.line_search import MoreThuente
 from keras_gdzoo.line_search import StrongWolfe
+from keras_gdzoo.line_search import more_thuente
 from keras_gdzoo.solvers.base import FunctionObjective
 
 scipy_optimize = pytest.importorskip("scipy.optimize")
@@ -168,6 +170,24 @@ def test_strong_wolfe_accepted_steps_satisfy_both_conditions(name, c2):
 
 
 @pytest.mark.parametrize("name", sorted(FUNCTIONS))
+@pytest.mark.parametrize("c2", [0.9, 0.1])
+def test_more_thuente_accepted_steps_satisfy_both_conditions(name, c2):
+    # xtol = 1e-14 (SciPy's line_search_wolfe1): the search does not stop on
+    # a narrow interval before both conditions hold.
+    search = MoreThuente(c1=1e-4, c2=c2, xtol=1e-14)
+    cases = _cases(name)
+    run = _compiled(search, cases[0][0])
+    for _, np_f, np_g, w, d, _ in cases:
+        for initial_step in (1e-3, 1.0, 30.0):
+            result = run(w, d, initial_step)
+            assert not bool(result.failed)
+            a = _check_returned_point(result, np_f, np_g, w, d)
+            assert _armijo_holds(np_f, np_g, w, d, a, search.c1)
+            assert abs(np_g(w + a * d) @ d) <= c2 * abs(np_g(w) @ d) * (1 + 1e-10)
+            assert int(result.evaluations) <= search.max_evaluations
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
 def test_backtracking_accepts_the_first_armijo_step(name):
     c1, shrink = 1e-4, 0.5
     search = Backtracking(c1=c1, shrink=shrink)
@@ -290,8 +310,8 @@ def test_steepest_descent_on_rosenbrock_never_fails_its_exact_search(dtype):
 # -- failure cases -------------------------------------------------------
 
 
-SEARCHES = [StrongWolfe(), StrongWolfe(c2=0.1), Backtracking(), Exact()]
-IDS = ["wolfe", "wolfe-cg", "armijo", "exact"]
+SEARCHES = [StrongWolfe(), StrongWolfe(c2=0.1), MoreThuente(), Backtracking(), Exact()]
+IDS = ["wolfe", "wolfe-cg", "more-thuente", "armijo", "exact"]
 
 
 def _assert_no_move(result, value, gradient):
@@ -349,7 +369,7 @@ def test_non_finite_trial_is_shrunk_and_a_finite_point_accepted(search, initial_
     a = _check_returned_point(result, np_f, np_g, w, d)
     assert 0 < a < 1
     assert _armijo_holds(np_f, np_g, w, d, a, 1e-4)
-    if isinstance(search, StrongWolfe):
+    if isinstance(search, (StrongWolfe, MoreThuente)):
         assert abs(np_g(w + a * d) @ d) <= search.c2 * abs(np_g(w) @ d)
     if isinstance(search, Exact):
         np.testing.assert_allclose(a, np.sqrt(2.0) - 1.0, rtol=1e-7)
@@ -439,7 +459,7 @@ def test_exact_evaluation_count_on_a_quadratic(k, evaluations):
 
 
 def test_float32_search_keeps_its_dtype():
-    for search in (StrongWolfe(), Backtracking(), Exact()):
+    for search in (StrongWolfe(), MoreThuente(), Backtracking(), Exact()):
         result = _quadratic_search(search, 4.0, dtype="float32")
         assert result.step.dtype == tf.float32
         assert result.value.dtype == tf.float32
@@ -453,6 +473,7 @@ def test_float32_search_keeps_its_dtype():
 
 def test_get_by_name_object_and_config():
     assert isinstance(line_search.get("strong-wolfe"), StrongWolfe)
+    assert isinstance(line_search.get("more-thuente"), MoreThuente)
     assert isinstance(line_search.get("armijo"), Backtracking)
     assert isinstance(line_search.get("exact"), Exact)
     # Defaults reach the class that takes them and are ignored elsewhere.
@@ -470,6 +491,7 @@ def test_get_by_name_object_and_config():
     "search",
     [
         StrongWolfe(c1=1e-3, c2=0.3, max_evaluations=12),
+        MoreThuente(c1=1e-4, c2=0.4, xtol=1e-14, max_evaluations=30),
         Backtracking(c1=0.2, shrink=0.3),
         Exact(tolerance=1e-5),
     ],
@@ -495,6 +517,10 @@ def test_config_round_trip(search):
         (lambda: StrongWolfe(c2=1.0), "Received: c2=1.0"),
         (lambda: StrongWolfe(max_evaluations=0), "Received: max_evaluations=0"),
         (lambda: StrongWolfe(max_evaluations=2.5), "Received: max_evaluations=2.5"),
+        (lambda: MoreThuente(c1=0.0), "Received: c1=0.0"),
+        (lambda: MoreThuente(c1=0.5, c2=0.4), "Received: c2=0.4"),
+        (lambda: MoreThuente(xtol=-0.1), "Received: xtol=-0.1"),
+        (lambda: MoreThuente(max_evaluations=0), "Received: max_evaluations=0"),
         (lambda: Backtracking(shrink=1.0), "Received: shrink=1.0"),
         (lambda: Backtracking(shrink=0.0), "Received: shrink=0.0"),
         (lambda: Backtracking(c1=-0.1), "Received: c1=-0.1"),
@@ -518,6 +544,7 @@ def test_validation_names_argument_and_value(build, message):
         (lambda: Exact(tolerance=np.nan), "Received: tolerance=nan"),
         (lambda: Exact(tolerance="1e-8"), "Received: tolerance='1e-8'"),
         (lambda: StrongWolfe(c1=np.nan), "Received: c1=nan"),
+        (lambda: MoreThuente(xtol=np.inf), "Received: xtol=inf"),
         (lambda: StrongWolfe(c2=np.float32(np.inf)), "Received: c2=inf"),
         (lambda: Backtracking(shrink=-np.inf), "Received: shrink=-inf"),
         (lambda: Backtracking(c1=True), "Received: c1=True"),
@@ -597,7 +624,7 @@ def test_keras_file_naming_the_abstract_line_search_is_refused(tmp_path):
         files = {name: archive.read(name) for name in archive.namelist()}
     config = json.loads(files["config.json"])
     searched = config["compile_config"]["optimizer"]["config"]["line_search"]
-    assert searched["class_name"] == "StrongWolfe"
+    assert searched["class_name"] == "MoreThuente"
     searched.update(_ABSTRACT_CONFIG)
     files["config.json"] = json.dumps(config).encode()
     with zipfile.ZipFile(tmp_path / "crafted.keras", "w") as archive:
@@ -708,3 +735,102 @@ def test_scalar_exact_agrees_with_scipy_brent():
     np.testing.assert_allclose(float(result.step), reference.x, rtol=1e-7)
     np.testing.assert_allclose(float(result.value), reference.fun, rtol=1e-14)
     assert int(result.evaluations) <= 60
+
+
+# -- Moré-Thuente against MINPACK-2's dcsrch (SciPy's Python port) --------------
+#
+# The six functions of Moré & Thuente (1994), section 5, with their
+# constants, from four first trials each.
+
+
+def _mt_gamma(b):
+    return np.sqrt(1.0 + b * b) - b
+
+
+def _mt_functions():
+    def f1(a, beta=2.0):
+        return -a / (a * a + beta), (a * a - beta) / (a * a + beta) ** 2
+
+    def f2(a, beta=0.004):
+        return (a + beta) ** 5 - 2.0 * (a + beta) ** 4, 5.0 * (a + beta) ** 4 - 8.0 * (
+            a + beta
+        ) ** 3
+
+    def f3(a, beta=0.01, l=39.0):
+        if a <= 1.0 - beta:
+            f0, d0 = 1.0 - a, -1.0
+        elif a >= 1.0 + beta:
+            f0, d0 = a - 1.0, 1.0
+        else:
+            f0, d0 = (a - 1.0) ** 2 / (2.0 * beta) + beta / 2.0, (a - 1.0) / beta
+        k = l * np.pi / 2.0
+        return f0 + 2.0 * (1.0 - beta) / (l * np.pi) * np.sin(k * a), d0 + (
+            1.0 - beta
+        ) * np.cos(k * a)
+
+    def yanai(b1, b2):
+        def f(a):
+            u, v = np.sqrt((1.0 - a) ** 2 + b2 * b2), np.sqrt(a * a + b1 * b1)
+            return _mt_gamma(b1) * u + _mt_gamma(b2) * v, (
+                -_mt_gamma(b1) * (1.0 - a) / u + _mt_gamma(b2) * a / v
+            )
+
+        return f
+
+    return {
+        "1": (f1, 1e-3, 0.1),
+        "2": (f2, 0.1, 0.1),
+        "3": (f3, 0.1, 0.1),
+        "4": (yanai(0.001, 0.001), 1e-3, 1e-3),
+        "5": (yanai(0.01, 0.001), 1e-3, 1e-3),
+        "6": (yanai(0.001, 0.01), 1e-3, 1e-3),
+    }
+
+
+MT_FUNCTIONS = _mt_functions()
+
+
+@pytest.mark.parametrize("name", sorted(MT_FUNCTIONS))
+@pytest.mark.parametrize("initial_step", [1e-3, 1e-1, 10.0, 1000.0])
+def test_more_thuente_takes_minpack_dcsrch_trials(name, initial_step):
+    dcsrch = pytest.importorskip("scipy.optimize._dcsrch")
+    function, c1, c2 = MT_FUNCTIONS[name]
+    xtol = 0.1
+    scipy_trials = []
+
+    def phi(a):
+        scipy_trials.append(a)
+        return function(a)[0]
+
+    reference = dcsrch.DCSRCH(phi, lambda a: function(a)[1], c1, c2, xtol, 0.0, 1e10)
+    step, _, _, task = reference(
+        initial_step, phi0=function(0.0)[0], derphi0=function(0.0)[1], maxiter=30
+    )
+    gz_trials = []
+
+    def phi_and_derivative(a):
+        gz_trials.append(float(a))
+        value, derivative = function(float(a))
+        return tf.constant(value, tf.float64), tf.constant(derivative, tf.float64), ()
+
+    result = more_thuente.more_thuente(
+        phi_and_derivative,
+        tf.constant(function(0.0)[0], tf.float64),
+        tf.constant(function(0.0)[1], tf.float64),
+        tf.constant(initial_step, tf.float64),
+        c1,
+        c2,
+        xtol,
+        30,
+    )
+    np.testing.assert_allclose(gz_trials, scipy_trials, rtol=1e-12)
+    assert int(result.evaluations) == len(scipy_trials)
+    if task.startswith(b"CONV"):
+        assert bool(result.found)
+        np.testing.assert_allclose(float(result.step), step, rtol=1e-12)
+    else:
+        # dcsrch stopped on a warning (an interval narrower than xtol):
+        # a failure for both.
+        assert task.startswith(b"WARN")
+        assert not bool(result.found)
+        assert float(result.step) == 0.0

@@ -1,7 +1,9 @@
-"""MultiWorkerMirroredStrategy on loopback: two worker processes, each with
-half the data, train LM and L-BFGS full-batch; the result equals one process
-on all the data. Plus the failure paths: a malformed TF_CONFIG and a worker
-whose peer never comes, both ending quickly with a clear message."""
+"""MultiWorkerMirroredStrategy on loopback: two worker processes train LM and
+L-BFGS full-batch with `fit`, fed the whole data each (Keras's convention)
+or each its own half (a dataset from `distribute_datasets_from_function`);
+weights, History and `evaluate` equal one process on all the data. Plus
+the failure paths: a malformed TF_CONFIG and a worker whose peer never
+comes, both ending quickly with a clear message."""
 
 import importlib.util
 import json
@@ -21,21 +23,50 @@ multi_worker = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(multi_worker)
 
 EPOCHS = 4
+METHODS = ("lm", "lbfgs")
+FEEDS = ("all", "share")
 
 
-def test_two_workers_equal_one_process(tmp_path):
-    codes, outputs = multi_worker.launch(2, "lm,lbfgs", EPOCHS, 240, str(tmp_path))
+@pytest.fixture(scope="module")
+def worker_results(tmp_path_factory):
+    out_dir = tmp_path_factory.mktemp("workers")
+    codes, outputs = multi_worker.launch(
+        2, ",".join(METHODS), EPOCHS, 240, str(out_dir), ",".join(FEEDS)
+    )
     assert codes == [0, 0]
+    return [dict(np.load(output)) for output in outputs]
+
+
+@pytest.fixture(scope="module")
+def one_process():
+    """Each method's weights and History on all the data, one process."""
+    floatx = keras.config.floatx()
     keras.config.set_floatx("float64")
-    x, y = multi_worker.data()
-    for method in ("lm", "lbfgs"):
-        expected = multi_worker.train(
-            tf.distribute.get_strategy(), x, y, method, EPOCHS, len(x)
-        )
-        for output in outputs:
-            saved = np.load(output)
-            for i, w in enumerate(expected):
-                np.testing.assert_allclose(saved[f"{method}_{i}"], w, rtol=1e-7, atol=1e-9)
+    try:
+        return {
+            method: multi_worker.train(tf.distribute.get_strategy(), method, EPOCHS)
+            for method in METHODS
+        }
+    finally:
+        keras.config.set_floatx(floatx)
+
+
+@pytest.mark.parametrize("feed", FEEDS)
+@pytest.mark.parametrize("method", METHODS)
+def test_two_workers_fit_equals_one_process(worker_results, one_process, method, feed):
+    weights, logs = one_process[method]
+    assert len(logs["loss"]) == EPOCHS and len(logs["evaluate"]) == 1
+    for saved in worker_results:
+        for i, w in enumerate(weights):
+            np.testing.assert_allclose(saved[f"{feed}_{method}_{i}"], w, rtol=1e-7, atol=1e-9)
+        # The History of each worker: the loss (and every solver log) of the
+        # whole data set, as one process logs it; and `evaluate`'s loss.
+        names = {k[len(f"{feed}_{method}_log_"):] for k in saved if k.startswith(f"{feed}_{method}_log_")}
+        assert names == set(logs)
+        for name, values in logs.items():
+            np.testing.assert_allclose(
+                saved[f"{feed}_{method}_log_{name}"], values, rtol=1e-7, atol=1e-12, err_msg=name
+            )
 
 
 def run_worker(tf_config, timeout):

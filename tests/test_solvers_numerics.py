@@ -157,6 +157,63 @@ def test_lbfgs_matches_scipy_on_rosenbrock(lbfgs_rosenbrock):
     assert sum(log["evaluations"] for log in logs) == calls
 
 
+def _lbfgsb_iterates(function_and_gradient, start, history, iterations):
+    """SciPy L-BFGS-B's iterates (callback) and its evaluations up to each,
+    the one at the start included."""
+    points, counts, calls = [np.array(start, float)], [0], [0]
+
+    def counted(w):
+        calls[0] += 1
+        return function_and_gradient(w)
+
+    def callback(intermediate_result):
+        points.append(np.array(intermediate_result.x))
+        counts.append(calls[0])
+
+    scipy_optimize.minimize(
+        counted,
+        start,
+        jac=True,
+        method="L-BFGS-B",
+        callback=callback,
+        options={"maxcor": history, "maxiter": iterations, "ftol": 0.0, "gtol": 0.0},
+    )
+    return np.array(points), np.array(counts)
+
+
+def _extended_rosenbrock_np(w):
+    return scipy_optimize.rosen(w), scipy_optimize.rosen_der(w)
+
+
+@pytest.mark.parametrize(
+    "size, history, iterations",
+    [(2, 10, 30), (8, 3, 40)],
+    ids=["rosenbrock", "extended-rosenbrock-history-3"],
+)
+def test_lbfgs_iterates_are_scipy_lbfgsb_iterates(size, history, iterations):
+    # The default search is L-BFGS-B's (Moré-Thuente, c1 = 1e-3, c2 = 0.9,
+    # xtol = 0.1) and the first trial step 1/||g|| is too: every iterate,
+    # every step size and every evaluation count is SciPy's, to rounding.
+    start = np.tile(ROSENBROCK_START, size // 2)
+    expected, counts = _lbfgsb_iterates(
+        _extended_rosenbrock_np, start, history, iterations
+    )
+
+    def extended_rosenbrock(w):
+        return tf.reduce_sum(100.0 * (w[1:] - w[:-1] ** 2) ** 2 + (1.0 - w[:-1]) ** 2)
+
+    objective = FunctionObjective(extended_rosenbrock, size=size, dtype="float64")
+    _, history_logs = gz.LBFGS(history=history).minimize(
+        objective, start, iterations=iterations
+    )
+    points = np.array([record["w"] for record in history_logs])
+    evaluations = np.cumsum([record.get("evaluations", 0.0) for record in history_logs])
+    np.testing.assert_allclose(points, expected, rtol=0, atol=1e-8)
+    np.testing.assert_array_equal(evaluations[1:], counts[1:])
+    # Not a run that stalls: it gets somewhere in those iterations.
+    assert scipy_optimize.rosen(points[-1]) < 1e-3 * scipy_optimize.rosen(start)
+
+
 def test_conjugate_gradient_matches_scipy_on_rosenbrock():
     objective = FunctionObjective(rosenbrock, size=2, dtype="float64")
     points, _, logs = trajectory(

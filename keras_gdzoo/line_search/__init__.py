@@ -12,14 +12,18 @@ solver does not evaluate them again.
 Three searches, each named by the string a solver's `line_search=` accepts:
 
 * `"strong-wolfe"`: `StrongWolfe`, bracketing and zoom (Nocedal & Wright,
-  Algorithms 3.5 and 3.6). The default of CG, BFGS and L-BFGS.
+  Algorithms 3.5 and 3.6). The default of CG and BFGS.
+* `"more-thuente"`: `MoreThuente`, Moré & Thuente's search for the strong
+  Wolfe conditions (MINPACK-2's dcsrch, the search of SciPy's L-BFGS-B).
+  The default of L-BFGS.
 * `"armijo"`: `Backtracking`, Armijo's sufficient decrease by shrinking.
 * `"exact"`: `Exact`, the lecture's a = argmin_{a>0} E(w + a*d), located by
   bracketing and Brent's method. The default of steepest descent.
 
 Two layers, as SciPy's `line_search_wolfe2` over `scalar_search_wolfe2`:
 
-* `scalar` (`strong_wolfe`, `backtracking`) and `brent` (`exact`): searches
+* `scalar` (`strong_wolfe`, `backtracking`), `more_thuente` and `brent`
+  (`exact`): searches
   on a function phi(a) of one step, knowing nothing of weights;
 * `base.LineSearch` and its subclasses in `searches`: the vector layer,
   which builds phi from an objective, w and d and returns a
@@ -41,12 +45,14 @@ import inspect
 import keras
 
 from keras_gdzoo.line_search import brent
+from keras_gdzoo.line_search import more_thuente
 from keras_gdzoo.line_search import scalar
 from keras_gdzoo.line_search.base import LineSearch
 from keras_gdzoo.line_search.base import LineSearchResult
 from keras_gdzoo.line_search.base import implements_search
 from keras_gdzoo.line_search.searches import Backtracking
 from keras_gdzoo.line_search.searches import Exact
+from keras_gdzoo.line_search.searches import MoreThuente
 from keras_gdzoo.line_search.searches import StrongWolfe
 
 __all__ = [
@@ -54,13 +60,20 @@ __all__ = [
     "Exact",
     "LineSearch",
     "LineSearchResult",
+    "MoreThuente",
     "StrongWolfe",
     "brent",
     "get",
+    "more_thuente",
     "scalar",
 ]
 
-_IDENTIFIERS = {"strong-wolfe": StrongWolfe, "armijo": Backtracking, "exact": Exact}
+_IDENTIFIERS = {
+    "strong-wolfe": StrongWolfe,
+    "more-thuente": MoreThuente,
+    "armijo": Backtracking,
+    "exact": Exact,
+}
 
 
 def get(identifier, **defaults):

@@ -9,6 +9,7 @@ import keras
 
 from keras_gdzoo import validation
 from keras_gdzoo.line_search import brent
+from keras_gdzoo.line_search import more_thuente
 from keras_gdzoo.line_search import scalar
 from keras_gdzoo.line_search.base import LineSearch
 from keras_gdzoo.line_search.base import LineSearchResult
@@ -91,6 +92,93 @@ class StrongWolfe(LineSearch):
         found = scalar.strong_wolfe(
             phi, value, slope, initial_step, self.c1, self.c2, self.max_evaluations,
             aux=gradient,
+        )
+        return LineSearchResult(
+            found.step, found.value, found.aux, found.evaluations, ~found.found
+        )
+
+
+@keras.saving.register_keras_serializable(package="keras_gdzoo")
+class MoreThuente(LineSearch):
+    """Moré & Thuente's line search for the strong Wolfe conditions.
+
+    An accepted step a satisfies, with phi(a) = E(w + a*d):
+
+        phi(a) <= phi(0) + c1 * a * phi'(0)      (sufficient decrease)
+        |phi'(a)| <= c2 * |phi'(0)|              (strong curvature)
+
+    or the step is the largest allowed (1e10) and phi still falls there
+    with sufficient decrease. The search fails when the interval of
+    uncertainty shrinks to a relative width `xtol` (or to rounding) first,
+    or the evaluations run out. Each trial comes from safeguarded cubic,
+    quadratic and secant interpolation of phi and phi' at the ends of an
+    interval that contains a step satisfying both conditions (Moré &
+    Thuente's algorithm, MINPACK-2's `dcsrch`); while phi has not turned
+    up, the search follows the
+    auxiliary psi(a) = phi(a) - phi(0) - c1 a phi'(0) instead of phi, and
+    while nothing is bracketed the trial is extrapolated to
+    [a + 1.1 (a - a_best), a + 4 (a - a_best)]. Steps lie in [0, 1e10].
+    This is the search SciPy's `L-BFGS-B` runs (with these defaults and
+    `maxls=20`) and `scipy.optimize.line_search_wolfe1` (which SciPy's
+    `BFGS` and `CG` use with c1 = 1e-4, xtol = 1e-14); given the same
+    phi it takes the same trial steps.
+
+    Args:
+        c1: sufficient-decrease constant, 0 < c1 < 1 (MINPACK's `ftol`).
+        c2: curvature constant, c1 < c2 < 1 (`gtol`).
+        xtol: relative width of the interval of uncertainty at which the
+            search stops, >= 0.
+        max_evaluations: the most `value_and_gradient` calls one search
+            makes; the search fails when they run out.
+
+    References:
+        Moré, J. J. & Thuente, D. J. (1994). Line search algorithms with
+        guaranteed sufficient decrease. ACM Transactions on Mathematical
+        Software 20(3), 286-307.
+        Byrd, R. H., Lu, P., Nocedal, J. & Zhu, C. (1995). A limited memory
+        algorithm for bound constrained optimization. SIAM J. Scientific
+        Computing 16(5) (L-BFGS-B, which calls this search).
+
+    Note: a trial whose loss or gradient is not finite is not part of the
+    interpolation: the next trial is halfway between the best step and it,
+    and no later trial goes beyond it. A search that stops on the `xtol`
+    or rounding test fails, as in SciPy's `line_search_wolfe1` (L-BFGS-B
+    accepts that step instead): the solver then retries along -g and stops
+    training if that fails too, rather than take a step that may not lower
+    E (a float32 model's rounded loss otherwise keeps accepting steps of
+    1e-9 that do not move it).
+
+    Example:
+
+    E(w) = |w|^2 along -g: phi(a) = E(w) (1 - 2a)^2. a = 1 gives E(w) again,
+    above phi(0) + c1 a phi'(0), so the second trial minimizes the parabola
+    psi(a) = phi(a) - c1 a phi'(0): a = (1 - c1) / 2, which is accepted.
+
+    >>> from keras_gdzoo.solvers import FunctionObjective
+    >>> objective = FunctionObjective(
+    ...     lambda w: tf.reduce_sum(w**2), size=2, dtype="float64")
+    >>> w = tf.constant([1.0, -2.0], tf.float64)
+    >>> value, g = objective.value_and_gradient(w)
+    >>> result = MoreThuente().search(objective, w, -g, value, g, initial_step=1.0)
+    >>> round(float(result.step), 12), int(result.evaluations), bool(result.failed)
+    (0.4995, 2, False)
+    """
+
+    def __init__(self, c1=1e-3, c2=0.9, xtol=0.1, max_evaluations=20):
+        super().__init__(max_evaluations)
+        self.c1 = _constant("c1", c1)
+        self.c2 = validation.open_interval(
+            "c2", c2, self.c1, 1.0, low_name=f"c1={self.c1:g}", high_name="1"
+        )
+        self.xtol = validation.non_negative("xtol", xtol)
+
+    config_names = ("c1", "c2", "xtol", "max_evaluations")
+
+    def _search(self, objective, w, direction, value, gradient, slope, initial_step):
+        _, phi = line_functions(objective, w, direction)
+        found = more_thuente.more_thuente(
+            phi, value, slope, initial_step, self.c1, self.c2, self.xtol,
+            self.max_evaluations, aux=gradient,
         )
         return LineSearchResult(
             found.step, found.value, found.aux, found.evaluations, ~found.found

@@ -20,8 +20,10 @@ from keras_gdzoo.solvers.newton import refuse_unused_cg_arguments
 from keras_gdzoo.solvers.newton import resolve_linear_solver
 
 #: The damping rule used when `damping_rule` is not given (see the class
-#: docstring for why).
-DEFAULT_DAMPING_RULE = "scaled-gain-ratio"
+#: docstring for why): "auto" is AUTO_RULES[0] where the step is solved by
+#: a factorization, AUTO_RULES[1] where it is solved by CG.
+DEFAULT_DAMPING_RULE = "auto"
+AUTO_RULES = ("trust-region", "scaled-gain-ratio")
 
 # Status codes, logged as `status` (as scipy.optimize.least_squares's,
 # negative for a stop that is not convergence).
@@ -69,25 +71,41 @@ class LevenbergMarquardt(Solver):
     larger mu, at most `attempts` times per iteration. How mu moves is the
     damping rule's (`keras_gdzoo.solvers.damping`):
 
-    * `"scaled-gain-ratio"` (default): D = diag(d) and Nielsen's (1999) rule
-      on the gain ratio rho = actual / predicted reduction of E: mu *=
+    * `"trust-region"`: MINPACK's step control (Moré 1978), D = I: mu is
+      solved, by Moré's safeguarded Newton iteration on the secular
+      equation, so that the step has length ||delta|| = Delta within 10%
+      (mu = 0 when the Gauss-Newton step is shorter); the radius Delta
+      shrinks by a factor t in [0.1, 0.5] after a poor step (rho <= 1/4)
+      and becomes 2 ||delta|| after a good one (rho >= 3/4); a step is kept
+      when rho >= 1e-4. See `damping.TrustRegionDamping`;
+    * `"scaled-trust-region"`: the same in the scaled norm ||D^(1/2) delta||
+      (MINPACK's default `mode=1`);
+    * `"scaled-gain-ratio"`: D = diag(d) and Nielsen's (1999) rule on the
+      gain ratio rho = actual / predicted reduction of E: mu *=
       max(1/3, 1 - (2 rho - 1)^3) after an accepted step, mu *= nu, nu *= 2
       after a rejected one (nu = 2 after each accepted step);
     * `"gain-ratio"`: the same rule with D = I;
     * `"lecture"`: D = I; mu *= `damping_decrease` after a step that lowers
       E, mu *= `damping_increase` after one that does not (the lecture's
       rule, Hagan & Menhaj 1994);
-    * `"marquardt"`: the lecture's factors with D = diag(d) (Marquardt 1963).
+    * `"marquardt"`: the lecture's factors with D = diag(d) (Marquardt 1963);
+    * `"auto"` (default): `"trust-region"` where the step is solved by a
+      factorization (dense, sample space), `"scaled-gain-ratio"` where it
+      is solved by CG (a trust radius needs factorizations to solve for
+      mu).
 
     The default is the most robust on the Moré-Garbow-Hillstrom test
     problems (17 problems from their standard and 10x starting points,
-    `benchmarks/bench_minpack.py`, float64): it solves 31 of the 34 runs in
-    a median of 28 loss evaluations, against MINPACK's 30 (its own scaling,
-    `x_scale="jac"`) and 32 (unscaled) in 32 and 38; "gain-ratio" and
-    "lecture" also solve 31 but fail Meyer's problem from 10 x0 (weights
-    of scales 1e-2 to 1e4, which mu I damps alike), and the lecture's rule
-    needs a median of 38 evaluations, mu bouncing between two values with
-    about two attempts per iteration.
+    `benchmarks/bench_minpack.py`, float64): "trust-region" solves 32 of
+    the 34 runs in a median of 26 loss evaluations, as many as MINPACK
+    unscaled (`x_scale=1.0`, median 38 with tolerances 1e-15) and more than
+    MINPACK with its own scaling (`x_scale="jac"`, 30); with the same
+    tolerances both trust-region rules take MINPACK's steps (same iterates
+    and evaluation counts on most runs). "scaled-trust-region" solves 30
+    (as `x_scale="jac"`: the scaled region misses Powell's badly scaled
+    problem and Box 3-D from 10 x0), "scaled-gain-ratio" 31, the lecture's
+    rule 31 with a median of 38 evaluations (mu bouncing between two values
+    with about two attempts per iteration).
 
     Small mu gives Newton's method on the Gauss-Newton approximation of the
     Hessian, large mu gradient descent with learning rate 1/mu (D = I).
@@ -119,13 +137,14 @@ class LevenbergMarquardt(Solver):
     iteration early at F = 1e-12 instead of 1e-20.
 
     Each fit batch is one iteration (batch mode with `batch_size=len(x)`,
-    mini-batch mode otherwise). The state (mu, the rule's nu, d, the last
-    status) is kept in optimizer variables, so a resumed run continues
-    exactly.
+    mini-batch mode otherwise). The state (mu, the rule's nu or trust
+    radius, d, the last status) is kept in optimizer variables, so a
+    resumed run continues exactly.
 
     Args:
         damping: mu at the first iteration, > 0; relative to d for the
-            scaled rules.
+            scaled rules. The trust-region rules start from mu = 0 (as
+            MINPACK) and solve mu from the radius, so it is not used there.
         damping_decrease: factor applied to mu after a step that lowers E,
             in (0, 1); lecture rules only (default 0.1).
         damping_increase: factor applied to mu after a step that does not,
@@ -143,9 +162,9 @@ class LevenbergMarquardt(Solver):
             Gauss-Newton-vector products (`keras_gdzoo.matrix_free`), never
             a Jacobian or an m x m matrix, memory O(m) plus the batch's
             activations. `"auto"` (default): `"cholesky"` when m <= 2000,
-            else `"cg"` (`Newton`'s rule); with `"auto"`, models with several
-            losses and residual objectives (no matrix-free products) stay
-            dense.
+            else `"cg"` (`Newton`'s rule); with `"auto"`, only objectives
+            without Gauss-Newton-vector products (a custom `compute_loss`)
+            stay dense.
         cg_max_iterations: most Gauss-Newton-vector products per CG solve,
             an integer >= 1 (`"cg"` only).
         cg_tolerance: CG stops once ||r|| <= cg_tolerance * ||g||, the
@@ -156,9 +175,10 @@ class LevenbergMarquardt(Solver):
 
     Logs: `damping` (mu after the iteration), `attempts` (trial steps
     solved in this iteration), `accepted` (1.0 when a step was kept),
-    `evaluations` (loss evaluations in this iteration), `status`, and with
-    CG `cg_iterations` (Gauss-Newton-vector products of all CG solves in
-    the iteration).
+    `evaluations` (loss evaluations in this iteration), `status`, with CG
+    `cg_iterations` (Gauss-Newton-vector products of all CG solves in the
+    iteration), and with a trust-region rule `radius` (Delta after the
+    iteration).
 
     Example:
 
@@ -195,15 +215,18 @@ class LevenbergMarquardt(Solver):
           tolerance; beyond, Hutchinson's estimate 1/4 sum_k v_k * (A v_k)
           over 4 fixed Rademacher vectors, clamped at 0 (4 products; the
           exact one would cost more than CG itself). trace(A),
-          for the floor on mu after a failed solve, is Hutchinson's
-          estimate (one more product). A CG solve that meets a non-finite
+          for the floor on mu after a failed solve, is the sum of that
+          diagonal (no product). A CG solve that meets a non-finite
           number or a direction of non-positive curvature counts as a
           failed factorization.
         * mu never falls below the smallest normal number of the dtype, so
           the rule can always raise it again.
-        * MINPACK controls the step by a trust radius in the scaled norm and
-          solves for mu; here mu itself is the controlled quantity (Nielsen),
-          which needs one linear solve per trial step.
+        * The trust-region rules solve the secular equation by Cholesky
+          factorizations of the damped system (one per Newton iteration, at
+          most 11 per trial step; MINPACK updates a QR factorization of J
+          instead); the other rules control mu itself and need one solve
+          per trial step. `linear_solver="cg"` with a trust-region rule is
+          refused, and with `"auto"` a trust-region rule always factorizes.
 
     References:
         Levenberg, K. (1944). A method for the solution of certain non-linear
@@ -238,8 +261,15 @@ class LevenbergMarquardt(Solver):
     ):
         damping = validation.positive("damping", damping)
         attempts = validation.integer("attempts", attempts, minimum=1)
-        rule = _resolve_rule(damping_rule, damping_decrease, damping_increase)
-        if rule.scaled:  # mu and max_damping in the same (relative) units
+        if isinstance(damping_rule, str) and damping_rule == "auto":
+            rules = tuple(
+                _resolve_rule(name, damping_decrease, damping_increase, passed="'auto'")
+                for name in AUTO_RULES
+            )
+        else:
+            rule = _resolve_rule(damping_rule, damping_decrease, damping_increase)
+            rules = (rule, rule)
+        if any(rule.scaled for rule in rules):  # mu and max_damping in the same (relative) units
             max_damping = validation.greater_than(
                 "max_damping", max_damping, damping, bound_text=f"damping={damping}"
             )
@@ -249,6 +279,13 @@ class LevenbergMarquardt(Solver):
         ftol = validation.non_negative("ftol", ftol)
         xtol = validation.non_negative("xtol", xtol)
         linear_solver = validation.choice("linear_solver", linear_solver, LINEAR_SOLVERS)
+        if linear_solver == "cg" and rules[1].trust_region:
+            raise ValueError(
+                "Argument `linear_solver` must be 'auto' or 'cholesky' with a trust-region "
+                "damping rule: mu is solved from the radius by factorizations, which CG "
+                f"does not give (use damping_rule='auto' or 'scaled-gain-ratio' with CG). "
+                f"Received: linear_solver='cg' with damping_rule={damping_rule!r}"
+            )
         if linear_solver == "cg" and type(self).step is not LevenbergMarquardt.step:
             # BayesianRegularization: its evidence update needs the dense matrix.
             raise ValueError(
@@ -262,7 +299,9 @@ class LevenbergMarquardt(Solver):
             type(self).__name__, linear_solver, cg_max_iterations, cg_tolerance, 20, 1e-2
         )
         super().__init__(name=name, **kwargs)
-        self.damping_rule = rule
+        # The rule of factorized (dense, sample-space) solves and of CG solves.
+        self._factorized_rule, self._cg_rule = rules
+        self.damping_rule = "auto" if rules[0] is not rules[1] else rules[0]
         self.gtol, self.ftol, self.xtol = gtol, ftol, xtol
         self.damping = damping
         self.max_damping = max_damping
@@ -309,21 +348,28 @@ class LevenbergMarquardt(Solver):
     def uses_cg(self, size):
         """Whether the step solves by CG for a model of m = `size` weights
         (never for a subclass with its own dense `step`, such as
-        `BayesianRegularization`)."""
-        if type(self).step is not LevenbergMarquardt.step:
+        `BayesianRegularization`, nor for a trust-region rule)."""
+        if type(self).step is not LevenbergMarquardt.step or self._cg_rule.trust_region:
             return False
         return resolve_linear_solver(self.linear_solver, size) == "cg"
 
     def state_spec(self, size, dtype):
+        by_cg = self.uses_cg(size)
+        # With "auto" and CG, a model the matrix-free products cannot serve
+        # (a custom compute_loss) stays dense: both rules' state is kept.
+        rules = [self._factorized_rule] + ([self._cg_rule] if by_cg else [])
+        first = self._cg_rule if by_cg else self._factorized_rule
+        # The trust-region rules solve mu from the radius, from 0 (MINPACK).
         spec = {
-            "damping": ([], self.damping),
+            "damping": ([], 0.0 if first.trust_region else self.damping),
             "status": ([], 0.0),
             "loss": ([], 0.0),
             "point_known": ([], 0.0),
         }
-        for key, initial in self.damping_rule.state_spec().items():
-            spec[key] = ([], initial)
-        if self.damping_rule.scaled:
+        for rule in rules:
+            for key, initial in rule.state_spec().items():
+                spec[key] = ([], initial)
+        if any(rule.scaled for rule in rules):
             # 0 until the first iteration sets it (then every entry is > 0).
             spec["scale"] = ([size], 0.0)
         if self.uses_cg(size):
@@ -367,12 +413,13 @@ class LevenbergMarquardt(Solver):
 
     def _solves_by_cg(self, w, objective):
         """CG for this objective: `uses_cg`, and with `"auto"` only where
-        the matrix-free products exist (one compiled loss)."""
+        the matrix-free Gauss-Newton products exist (one compiled loss, one
+        per output, or residuals)."""
         if not self.uses_cg(int(w.shape[0])):
             return False
         if self.linear_solver == "cg":  # refused by matrix_free if unavailable
             return True
-        return matrix_free.has_products(objective) and objective.loss_name is not None
+        return matrix_free.has_gauss_newton_products(objective)
 
     def _value_at(self, w, state, objective):
         """E(w) by `objective.value`, the same code path as the trial points;
@@ -393,7 +440,7 @@ class LevenbergMarquardt(Solver):
         it at a trial point, both by the same code path.
         """
         dtype = w.dtype
-        rule = self.damping_rule
+        rule = self._cg_rule if isinstance(terms, _MatrixFreeTerms) else self._factorized_rule
         eps = tf.constant(curvature.machine_epsilon(dtype), dtype)
         # A null step is one the objective cannot tell from w: compared in
         # the objective's dtype when it is narrower than the iterate's.
@@ -428,9 +475,15 @@ class LevenbergMarquardt(Solver):
         else:
             scale, root = None, None
             curvature_scale = tf.maximum(tf.reduce_max(diagonal), smallest)
-        system = terms.system(root)
+        trust = rule.trust_region
+        if trust:
+            # mu is solved from the radius (the rule's secular equation).
+            radius_system, system = terms.radius_system(root), None
+            factorization_floor = tf.zeros([], dtype)
+        else:
+            system = terms.system(root)
+            factorization_floor = eps * tf.abs(tf.cast(system.trace, dtype))
         by_cg = isinstance(system, matrix_free.MatrixFreeSystem)
-        factorization_floor = eps * tf.abs(tf.cast(system.trace, dtype))
         cap = self.max_damping * curvature_scale
 
         # gtol: the largest cosine between the residuals and a column of J.
@@ -449,6 +502,9 @@ class LevenbergMarquardt(Solver):
         rule_keys = sorted(rule.state_spec())
         damping0 = tf.cast(state["damping"], dtype)
         rule_state0 = {key: tf.cast(state[key], dtype) for key in rule_keys}
+        rule_start = dict(rule_state0)
+        if trust:
+            rule_start["radius"] = rule.initial_radius(rule_state0["radius"], w_norm)
 
         def keep_going(tries, mu, rule_state, accepted, new_w, new_value, small, flat, calls,
                        guess, cg):
@@ -456,7 +512,11 @@ class LevenbergMarquardt(Solver):
 
         def attempt(tries, mu, rule_state, accepted, new_w, new_value, small, flat, calls,
                     guess, cg):
-            if by_cg:
+            if trust:
+                radius = rule_state["radius"]
+                delta, mu = rule.solve(radius_system, radius, mu)
+                solved = tf.reduce_all(tf.math.is_finite(delta))
+            elif by_cg:
                 delta, more, solved = system.solve_from(mu, guess)
                 delta = tf.cast(delta, dtype)
                 guess = tf.where(tf.reduce_all(tf.math.is_finite(delta)), delta, guess)
@@ -500,6 +560,27 @@ class LevenbergMarquardt(Solver):
                 & (ratio <= 2.0)
             )
             ratio = tf.where(tf.math.is_finite(ratio), ratio, -tf.ones_like(ratio))
+            if trust:
+                lowered = lowered & (ratio >= rule.acceptance)
+                # Until a step is kept the radius is at most the step's length.
+                radius = tf.where(rule_state["first"] > 0, tf.minimum(radius, step_norm), radius)
+                blew_up = ~usable | ~(trial_value < 100.0 * value)
+                slope = tf.reduce_sum(gradient * delta) / tf.where(
+                    energy > 0, 2.0 * energy, tf.ones_like(energy)
+                )
+                radius, mu = rule.update(
+                    radius, mu, ratio, step_norm, tf.where(blew_up, -one, actual_relative),
+                    -slope, blew_up,
+                )
+                rule_state = {
+                    "radius": radius,
+                    "first": tf.where(lowered, tf.zeros_like(radius), rule_state["first"]),
+                }
+                return (
+                    tries + 1, mu, rule_state, lowered, tf.where(lowered, trial, w),
+                    tf.where(lowered, trial_value, value), small, flat,
+                    calls + tf.cast(evaluate, dtype), guess, cg,
+                )
             raised, raised_state = rule.rejected(mu, rule_state)
             raised = tf.where(solved, raised, tf.maximum(raised, factorization_floor))
             lowered_mu, lowered_state = rule.accepted(mu, rule_state, ratio)
@@ -527,7 +608,7 @@ class LevenbergMarquardt(Solver):
          cg) = tf.while_loop(
             keep_going,
             attempt,
-            (tf.constant(0), damping0, rule_state0, false, w, value, false, false,
+            (tf.constant(0), damping0, rule_start, false, w, value, false, false,
              tf.zeros([], dtype), guess0, tf.constant(0)),
             maximum_iterations=self.attempts,
         )
@@ -550,6 +631,9 @@ class LevenbergMarquardt(Solver):
             new_state[key] = tf.where(keep, rule_state[key], rule_state0[key])
         if scale is not None:
             new_state["scale"] = scale
+        for key in state:  # the other rule's state under damping_rule="auto"
+            if key not in new_state and key not in ("scale", "cg_solution"):
+                new_state[key] = state[key]
         if by_cg:
             solution = tf.where(finite, guess, guess0)
             new_state["cg_solution"] = tf.cast(solution, state["cg_solution"].dtype)
@@ -563,11 +647,14 @@ class LevenbergMarquardt(Solver):
         }
         if by_cg:
             logs["cg_iterations"] = tf.cast(cg, dtype)
+        if trust:
+            logs["radius"] = new_state["radius"]
         return tf.where(accepted, new_w, w), new_state, logs
 
 
-def _resolve_rule(rule, decrease, increase):
-    """The damping rule, with the lecture's factors where given."""
+def _resolve_rule(rule, decrease, increase, passed=None):
+    """The damping rule, with the lecture's factors where given (`passed`:
+    the name the user passed, when not `rule`)."""
     given = {
         key: value
         for key, value in zip(_LECTURE_ARGUMENTS, (decrease, increase))
@@ -585,7 +672,7 @@ def _resolve_rule(rule, decrease, increase):
             f"Argument `{key}` is used only by the lecture rules "
             '(damping_rule="lecture" or "marquardt"); set a rule object\'s own '
             f"arguments instead. Received: {key}={value!r} with "
-            f"damping_rule={type(rule).__name__}"
+            f"damping_rule={passed or type(rule).__name__}"
         )
     return rule
 

@@ -14,20 +14,26 @@ from keras_gdzoo.solvers.base import _available_memory
 from keras_gdzoo.solvers.base import dense_matrix_guard
 
 
-def _quasi_newton_proposal(direction, gradient, fresh, memo):
+def _quasi_newton_proposal(direction, gradient, fresh, memo, first_step=unit_distance_step):
     """d = -B g, or -g when B g is not a descent direction (a restart);
-    the first trial step is 1, or min(1, 1/||g||) along -g."""
+    the first trial step is 1, or `first_step(g)` along -g."""
     not_descent = ~(dot(gradient, direction) < 0) & ~fresh
     steepest = fresh | not_descent
     return Proposal(
         direction=tf.where(not_descent, -gradient, direction),
         initial_step=tf.where(
-            steepest, unit_distance_step(gradient), tf.ones([], gradient.dtype)
+            steepest, first_step(gradient), tf.ones([], gradient.dtype)
         ),
         steepest=steepest,
         restart=not_descent,
         memo=memo,
     )
+
+
+def _unit_move_step(gradient):
+    """1/||g||: the first step along -g moves w by 1 (L-BFGS-B's first
+    trial; the line search caps steps at 1e10)."""
+    return 1.0 / tf.norm(gradient)
 
 
 def _usable_pair(outcome):
@@ -175,7 +181,9 @@ class LBFGS(LineSearchSolver):
 
     Args:
         history: how many (s, y) pairs are kept, an integer >= 1.
-        line_search: `"strong-wolfe"` (default, c2 = 0.9), `"exact"`,
+        line_search: `"more-thuente"` (default: Moré & Thuente's strong
+            Wolfe search with c1 = 1e-3, c2 = 0.9, xtol = 0.1, at most 20
+            evaluations, as SciPy's L-BFGS-B), `"strong-wolfe"`, `"exact"`,
             `"armijo"` or a `keras_gdzoo.line_search.LineSearch`.
         name: optional name.
         **kwargs: the `keras.optimizers.Optimizer` arguments (`clipnorm`,
@@ -203,8 +211,12 @@ class LBFGS(LineSearchSolver):
     Note: a pair with y's <= eps ||s|| ||y|| is not stored. When -B g is not
     a descent direction, or the search along it fails, the memory is
     cleared and the step is taken along -g (a restart). The first trial
-    step is 1, or min(1, 1/||g||) while the memory is empty (as SciPy's
-    L-BFGS-B and torch.optim.LBFGS do).
+    step is 1, or 1/||g|| while the memory is empty (a first move of length
+    1, as SciPy's L-BFGS-B). With the default search, the iterates are
+    those of SciPy's `minimize(method="L-BFGS-B", options={"maxcor":
+    history})` on an unconstrained problem, to rounding (L-BFGS-B computes
+    B g from the compact representation of Byrd, Nocedal & Schnabel (1994),
+    the same matrix in exact arithmetic).
 
     Example:
 
@@ -213,7 +225,7 @@ class LBFGS(LineSearchSolver):
     >>> trainer.compile(optimizer=solver, loss="mse")
     """
 
-    def __init__(self, history=10, line_search="strong-wolfe", name=None, **kwargs):
+    def __init__(self, history=10, line_search="more-thuente", name=None, **kwargs):
         history = validation.integer("history", history, minimum=1)
         super().__init__(line_search=line_search, name=name, **kwargs)
         self.history = history
@@ -302,6 +314,7 @@ class LBFGS(LineSearchSolver):
             gradient,
             fresh=pairs <= 0,
             memo={},
+            first_step=_unit_move_step,
         )
 
     def update_memory(self, state, proposal, outcome):

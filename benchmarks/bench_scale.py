@@ -17,7 +17,7 @@ after `--iterations` iterations (15 by default).
   kernels, "same" padding, m = 281,674): Adam, Newton-CG, LM-CG, and the
   default `LevenbergMarquardt()` (trains, or the refusal).
 
-Each row runs in its own process, so its peak memory (`ru_maxrss` of that
+Each row runs in its own process, so its peak memory (VmHWM of that
 process) is its own; it includes TensorFlow itself, about 0.6-0.9 GB.
 Dense rows time fewer iterations (`--dense-iterations`) and report the
 accuracy after those.
@@ -145,13 +145,26 @@ def run_one(method, kind, iterations, cg_iterations):
     row = {
         "m": m,
         "ms": 1000 * statistics.median(timed),
-        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_mb": _peak_mb(),
         "accuracy": accuracy,
         "iterations": len(times),
     }
     if "cg_iterations" in logs:
         row["cg"] = statistics.mean(logs["cg_iterations"])
     return row
+
+
+def _peak_mb():
+    """This process's peak resident memory in MB: VmHWM (ru_maxrss is kept
+    across exec, so a row's process would start at the parent's peak)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main():

@@ -40,8 +40,13 @@ def worker_results(tmp_path_factory):
 @pytest.fixture(scope="module")
 def one_process():
     """Each method's weights and History on all the data, one process."""
+    # A module fixture runs before the per-test reset (conftest), so it sets
+    # the whole Keras state itself: a global dtype policy left by an earlier
+    # test would otherwise override floatx.
     floatx = keras.config.floatx()
+    keras.utils.clear_session(free_memory=False)
     keras.config.set_floatx("float64")
+    keras.config.set_dtype_policy("float64")
     try:
         return {
             method: multi_worker.train(tf.distribute.get_strategy(), method, EPOCHS)
@@ -49,6 +54,7 @@ def one_process():
         }
     finally:
         keras.config.set_floatx(floatx)
+        keras.utils.clear_session(free_memory=False)
 
 
 @pytest.mark.parametrize("feed", FEEDS)

@@ -544,24 +544,7 @@ def test_two_output_gauss_newton_products_equal_numpy_with_naive_jacobians(rng):
     gradient = np.einsum("iam,ia->m", jacobian, output_gradient) / n
     gradient[:12] += 2 * L2 * kernel
 
-    assert matrix_free.has_gauss_newton_products(objective)
-    product = tf.function(lambda w, v: matrix_free.gauss_newton_product(objective, w, v))
-    for _ in range(2):
-        v = rng.normal(size=objective.size)
-        np.testing.assert_allclose(
-            product(w, tf.constant(v)).numpy(), matrix @ v, rtol=1e-10, atol=1e-12
-        )
-    value_mf, gradient_mf = matrix_free.gauss_newton_gradient(objective, w)
-    np.testing.assert_allclose(value_mf.numpy(), value, rtol=1e-12)
-    np.testing.assert_allclose(gradient_mf.numpy(), gradient, rtol=1e-10, atol=1e-13)
-    np.testing.assert_allclose(
-        matrix_free.gauss_newton_diagonal(objective, w).numpy(),
-        np.diag(matrix),
-        rtol=1e-10,
-        atol=1e-13,
-    )
-    # The dense path's matrix is the same one.
-    np.testing.assert_allclose(objective.gauss_newton(w)[2].numpy(), matrix, rtol=1e-10, atol=1e-12)
+    _assert_matrix_free_equals(objective, w, matrix, value, gradient, rng)
 
 
 def test_residual_gauss_newton_products_equal_numpy_with_the_stacked_jacobian(rng):
@@ -581,6 +564,14 @@ def test_residual_gauss_newton_products_equal_numpy_with_the_stacked_jacobian(rn
     gradient = jacobian.T @ r
     gradient[:12] += 2 * L2 * kernel
 
+    _assert_matrix_free_equals(
+        objective, w, matrix, 0.5 * r @ r + L2 * kernel @ kernel, gradient, rng
+    )
+
+
+def _assert_matrix_free_equals(objective, w, matrix, value, gradient, rng):
+    """The matrix-free products, value, gradient and diagonal of `objective`
+    at w against the NumPy A, E and g; the dense path's A is the same."""
     assert matrix_free.has_gauss_newton_products(objective)
     product = tf.function(lambda w, v: matrix_free.gauss_newton_product(objective, w, v))
     for _ in range(2):
@@ -589,7 +580,7 @@ def test_residual_gauss_newton_products_equal_numpy_with_the_stacked_jacobian(rn
             product(w, tf.constant(v)).numpy(), matrix @ v, rtol=1e-10, atol=1e-12
         )
     value_mf, gradient_mf = matrix_free.gauss_newton_gradient(objective, w)
-    np.testing.assert_allclose(value_mf.numpy(), 0.5 * r @ r + L2 * kernel @ kernel, rtol=1e-12)
+    np.testing.assert_allclose(value_mf.numpy(), value, rtol=1e-12)
     np.testing.assert_allclose(gradient_mf.numpy(), gradient, rtol=1e-10, atol=1e-13)
     np.testing.assert_allclose(
         matrix_free.gauss_newton_diagonal(objective, w).numpy(),

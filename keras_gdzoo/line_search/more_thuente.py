@@ -14,8 +14,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_gdzoo.line_search.scalar import Point
-from keras_gdzoo.line_search.scalar import ScalarResult
 from keras_gdzoo.line_search.scalar import loop
+from keras_gdzoo.line_search.scalar import result
 from keras_gdzoo.line_search.scalar import select
 
 #: Bounds of the extrapolated trial while no minimizer is bracketed:
@@ -311,12 +311,4 @@ def more_thuente(
         max_evaluations,
     )
     found = tf.equal(state.status, _ACCEPTED)
-    best = select(found, state.best, origin)
-    return ScalarResult(
-        step=best.step,
-        value=best.value,
-        derivative=best.derivative,
-        aux=select(found, state.best_aux, aux),
-        evaluations=state.evaluations,
-        found=found,
-    )
+    return result(found, state.best, state.best_aux, origin, aux, state.evaluations)

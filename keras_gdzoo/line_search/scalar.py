@@ -83,6 +83,19 @@ def loop(condition, body, start, maximum_iterations):
     return state
 
 
+def result(found, best, best_aux, origin, aux, evaluations):
+    """The `ScalarResult` of a search: its best `Point` and aux when
+    `found`, else the origin (step 0) and its aux."""
+    best = select(found, best, origin)
+    return ScalarResult(
+        step=best.step,
+        value=best.value,
+        derivative=best.derivative,
+        aux=select(found, best_aux, aux),
+        evaluations=evaluations,
+        found=found,
+    )
+
 def cubic_minimizer(a1, f1, df1, a2, f2, df2):
     """Minimizer of the cubic through (a1, f1, df1) and (a2, f2, df2).
 
@@ -243,15 +256,7 @@ def strong_wolfe(
     )
     state = loop(condition, body, start, max_evaluations)
     found = tf.equal(state.stage, _ACCEPTED)
-    best = select(found, state.best, origin)
-    return ScalarResult(
-        step=best.step,
-        value=best.value,
-        derivative=best.derivative,
-        aux=select(found, state.best_aux, aux),
-        evaluations=state.evaluations,
-        found=found,
-    )
+    return result(found, state.best, state.best_aux, origin, aux, state.evaluations)
 
 
 class _BacktrackingState(NamedTuple):

@@ -40,24 +40,30 @@ import keras
 import tensorflow as tf
 
 
-def train_function(step, steps_per_execution):
+def train_function(step, steps_per_execution, fixed_batch=lambda: None):
     """The function `fit` (or `evaluate`) calls with its data iterator:
     `steps_per_execution` solver iterations (test steps) per call (Keras's
     callbacks and logs handling run once per call), returning the last
-    iteration's logs."""
+    iteration's logs. When `fixed_batch()` returns a batch, the iterator is
+    known to yield only that batch (batch mode on in-memory data) and the
+    steps take it without pulling from the iterator."""
 
     def run(iterator):
         # The loop stays in Python: a tf.while_loop around whole solver
         # iterations measured slower (`SolverModel.solve` runs one for long
         # full-batch runs).
         logs = None
+        batch = fixed_batch()
         for _ in range(steps_per_execution):
-            try:
-                data = next(iterator)
-            except StopIteration:
-                if logs is None:
-                    raise
-                break
+            if batch is not None:
+                data = batch
+            else:
+                try:
+                    data = next(iterator)
+                except StopIteration:
+                    if logs is None:
+                        raise
+                    break
             logs = step(data)
         return logs
 

@@ -150,7 +150,7 @@ METHODS = {
         reference="Nocedal & Wright 2006, Alg. 6.1",
         use="batch mode, up to a few thousand weights"),
     "lbfgs": Method(
-        "LBFGS", family="line-search", update="two-loop recursion over the last 10 (s, y)",
+        "LBFGS", family="line-search", update="BFGS from the last 10 (s, y), compact form",
         reference="Nocedal & Wright 2006, Alg. 7.4", use="batch mode, many weights"),
     "rprop": _rprop("irprop+", "the same as irprop+"),
     "rprop+": _rprop("rprop+", "weight backtracking"),

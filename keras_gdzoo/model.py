@@ -50,6 +50,27 @@ class _SolverMonitor(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class _MetricsShortcut:
+    """Keras's `fit` resets the metrics eagerly at each epoch's start and
+    reads them eagerly at its end: two eager passes over the metric
+    variables, which cost more than a small solver iteration (~0.5 ms
+    each, measured in `benchmarks/bench_fit_overhead.py`). With a solver
+    on one replica, `SolverModel` instead (a) defers a reset to the next
+    train step, which applies it in its graph, and (b) answers an eager
+    `get_metrics_result` right after a train call from the results that
+    call computed. Every other reader (the `metrics` property, `evaluate`'s
+    test function, a later `get_metrics_result`) applies a deferred reset
+    first, so what anyone reads is what Keras's own order would give."""
+
+    def __init__(self):
+        self.reset_pending = False
+        self.results = None  # metric results of the last train call
+
+    def take_reset(self):
+        pending, self.reset_pending = self.reset_pending, False
+        return pending
+
+
 @keras.saving.register_keras_serializable(package="keras_gdzoo")
 class SolverModel(keras.Model):
     """A Keras model whose `fit` can drive any keras_gdzoo solver.
@@ -154,6 +175,7 @@ class SolverModel(keras.Model):
         self._gz_loss = None
         self._gz_loss_weights = None
         self._stationary = False
+        self.__dict__["_gz_metrics"] = _MetricsShortcut()  # not tracked by Keras
         if model.built:
             self.built = True
 
@@ -222,6 +244,7 @@ class SolverModel(keras.Model):
             # evaluates the loss itself (in float32 weights), so it needs none.
             self.optimizer = self.optimizer.inner_optimizer
         self._objective_loss = keras.metrics.Mean(name="loss")
+        self.__dict__["_gz_metrics"] = _MetricsShortcut()  # new metrics: nothing deferred
 
     def compile_from_config(self, config):
         _keras_adapter.compile_from_config(self, config)
@@ -238,6 +261,7 @@ class SolverModel(keras.Model):
 
     @property
     def metrics(self):
+        self._settle_metrics()
         own = getattr(self, "_objective_loss", None)
         metrics = [m for m in super().metrics if m is not own]
         if not self._uses_solver or own is None:
@@ -245,6 +269,36 @@ class SolverModel(keras.Model):
         # The loss a solver logs is its objective at the step's start, in the
         # weights' dtype: our own tracker, in place of Keras's compiled one.
         return [self._objective_loss] + [m for m in metrics if m.name != "loss"]
+
+    def reset_metrics(self):
+        shortcut = self.__dict__.get("_gz_metrics")
+        if shortcut is None or not self._defers_metric_resets():
+            return super().reset_metrics()
+        shortcut.reset_pending = True  # applied by the next step (`_MetricsShortcut`)
+        shortcut.results = None
+
+    def get_metrics_result(self):
+        shortcut = self.__dict__.get("_gz_metrics")
+        if shortcut is not None and tf.executing_eagerly():
+            if shortcut.results is not None:
+                return dict(shortcut.results)
+        return super().get_metrics_result()
+
+    def _defers_metric_resets(self):
+        return self._uses_solver and self.distribute_strategy.num_replicas_in_sync == 1
+
+    def _settle_metrics(self):
+        """Apply a deferred metrics reset now (eagerly; at trace time the
+        step applies it)."""
+        shortcut = self.__dict__.get("_gz_metrics")
+        if shortcut is not None and shortcut.reset_pending and tf.executing_eagerly():
+            shortcut.reset_pending = False
+            super().reset_metrics()
+
+    def _reset_metrics_in_graph(self):
+        for metric in self.metrics:
+            metric.reset_state()
+        return tf.constant(True)
 
     # -- training -----------------------------------------------------------
     @property
@@ -271,9 +325,16 @@ class SolverModel(keras.Model):
                 # to the global float type.
                 dataset = self._full_batch_dataset(x, y, kwargs.pop("sample_weight", None))
                 kwargs.pop("shuffle", None)
-                return super().fit(
-                    dataset, steps_per_epoch=1, shuffle=False, callbacks=callbacks, **kwargs
-                )
+                if self.distribute_strategy.num_replicas_in_sync == 1:
+                    # The one batch the dataset repeats: the train function
+                    # takes it instead of pulling it from Keras's iterator.
+                    self.__dict__["_gz_batch"] = next(iter(dataset))
+                try:
+                    return super().fit(
+                        dataset, steps_per_epoch=1, shuffle=False, callbacks=callbacks, **kwargs
+                    )
+                finally:
+                    self.__dict__["_gz_batch"] = None
         return super().fit(x, y, batch_size=batch_size, callbacks=callbacks, **kwargs)
 
     def _in_memory(self, x, fit_kwargs):
@@ -318,7 +379,11 @@ class SolverModel(keras.Model):
     def train_on_batch(self, *args, **kwargs):
         if self._uses_solver:
             self._set_stationary(bool(self.batch_mode))
-        return super().train_on_batch(*args, **kwargs)
+        batch, self.__dict__["_gz_batch"] = self.__dict__.get("_gz_batch"), None
+        try:  # (called from a callback inside fit: its own batch)
+            return super().train_on_batch(*args, **kwargs)
+        finally:
+            self.__dict__["_gz_batch"] = batch
 
     def _set_stationary(self, stationary):
         stationary = bool(stationary)
@@ -348,12 +413,38 @@ class SolverModel(keras.Model):
             bool(self.jit_compile) and self.distribute_strategy.num_replicas_in_sync == 1
         )
         step = tf.function(self._solver_step, reduce_retracing=True, jit_compile=jit_compile)
-        self.train_function = _keras_adapter.train_function(step, self.steps_per_execution)
+        shortcut = self.__dict__["_gz_metrics"]
+        defer = self._defers_metric_resets()
+        flags = (tf.constant(False), tf.constant(True))
+
+        def solver_step(data):
+            if not defer:
+                return step(data, None)[0]
+            logs, shortcut.results = step(data, flags[shortcut.take_reset()])
+            return logs
+
+        self.train_function = _keras_adapter.train_function(
+            solver_step, self.steps_per_execution, lambda: self.__dict__.get("_gz_batch")
+        )
         return self.train_function
 
     def make_test_function(self, force=False):
         if not (self._uses_solver and _multi_worker(self.distribute_strategy)):
-            return super().make_test_function(force)
+            super().make_test_function(force)  # (Keras 3.15's returns None)
+            function = self.test_function
+            if getattr(function, "_gz_settles_metrics", False):
+                return function
+
+            def test_function(iterator):
+                # A deferred reset (evaluate's own) first; the results kept
+                # from the last train call no longer hold.
+                self._settle_metrics()
+                self.__dict__["_gz_metrics"].results = None
+                return function(iterator)
+
+            test_function._gz_settles_metrics = True
+            self.test_function = test_function
+            return test_function
         if self.test_function is not None and not force:
             return self.test_function
         # Keras's own reduces the test step's logs with
@@ -540,8 +631,13 @@ class SolverModel(keras.Model):
             and all(m is self._objective_loss for m in self.metrics)
         )
 
-    def _solver_step(self, data):
-        """One solver iteration on one (possibly distributed) batch."""
+    def _solver_step(self, data, reset_metrics=None):
+        """One solver iteration on one (possibly distributed) batch; first
+        the metrics reset when `reset_metrics` (a bool tensor: a reset
+        deferred by `reset_metrics`, see `_MetricsShortcut`) holds. Returns
+        the logs and the metric results."""
+        if reset_metrics is not None:
+            tf.cond(reset_metrics, self._reset_metrics_in_graph, lambda: tf.constant(False))
         strategy = self.distribute_strategy
         solver = self.optimizer
         objective = ModelObjective(self, data, strategy, stationary=self._stationary)
@@ -570,9 +666,10 @@ class SolverModel(keras.Model):
         logs = dict(logs)
         stop = tf.cast(tf.logical_not(finite), w.dtype)
         logs[STOP] = tf.maximum(tf.cast(logs.get(STOP, 0.0), w.dtype), stop)
-        results = dict(self.get_metrics_result())
+        metric_results = dict(self.get_metrics_result())
+        results = dict(metric_results)
         results.update(logs)
-        return results
+        return results, metric_results
 
 
 def _start_point(objective, w, state, need_gradient):

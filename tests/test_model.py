@@ -220,6 +220,54 @@ def test_callbacks_validation_and_metrics(data, tmp_path):
     assert any((tmp_path / "logs").rglob("*tfevents*"))
 
 
+
+def test_metrics_read_as_keras_orders_resets_and_updates(data):
+    # A solver's fit applies Keras's per-epoch metric reset inside its next
+    # step and answers the epoch-end read from that step: whoever reads the
+    # metrics (a callback, get_metrics_result, evaluate) still sees what
+    # Keras's own order gives. Each value is checked against NumPy.
+    x, y, _ = data
+    model = make_model()
+    trainer = gz.wrap(model)
+    trainer.compile(optimizer=gz.LBFGS(), loss="mse", metrics=["mae"])
+    mae = lambda: float(np.mean(np.abs(model.predict(x, verbose=0) - y)))
+    at_start, after_reset = [], []
+
+    class Reader(keras.callbacks.Callback):
+        def __init__(self, read_metrics):
+            super().__init__()
+            self.read_metrics = read_metrics
+
+        def on_epoch_begin(self, epoch, logs=None):
+            at_start.append(mae())  # the weights the epoch's step starts from
+            if self.read_metrics and epoch > 0:  # (built by the first step)
+                results = [m.result() for m in self.model.metrics]
+                results = tf.nest.flatten([r if isinstance(r, dict) else [r] for r in results])
+                after_reset.append([float(r) for r in results])
+
+    # Nobody reads the metrics between epochs: the step applies each reset.
+    history = trainer.fit(x, y, batch_size=32, epochs=3, verbose=0, callbacks=[Reader(False)])
+    np.testing.assert_allclose(history.history["mae"], at_start, rtol=1e-5)
+    # A callback reads them right after Keras's reset: zeros.
+    at_start.clear()
+    history = trainer.fit(x, y, batch_size=32, epochs=3, verbose=0, callbacks=[Reader(True)])
+    np.testing.assert_array_equal(after_reset, np.zeros((2, 2)))
+    np.testing.assert_allclose(history.history["mae"], at_start, rtol=1e-5)
+    kept = trainer.get_metrics_result()
+    assert set(kept) == {"loss", "mae"}
+    np.testing.assert_allclose(float(kept["mae"]), at_start[-1], rtol=1e-5)
+    final = mae()
+    # evaluate resets first: the last epoch's training update is not mixed in
+    result = trainer.evaluate(x, y, verbose=0, return_dict=True)
+    np.testing.assert_allclose(result["mae"], final, rtol=1e-5)
+    np.testing.assert_allclose(float(trainer.get_metrics_result()["mae"]), final, rtol=1e-5)
+    trainer.reset_metrics()
+    assert all(float(v) == 0.0 for v in trainer.get_metrics_result().values())
+    # train_on_batch reports its own batch at its starting weights
+    start = np.mean(np.abs(model.predict(x[:8], verbose=0) - y[:8]))
+    logs = trainer.train_on_batch(x[:8], y[:8], return_dict=True)
+    np.testing.assert_allclose(logs["mae"], start, rtol=1e-5)
+
 def test_save_load_resume_keeps_solver_state(data, tmp_path):
     x, y, _ = data
     model = make_model()

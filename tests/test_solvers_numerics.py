@@ -301,6 +301,41 @@ def test_lbfgs_direction_equals_bfgs_from_scaled_identity(lbfgs_rosenbrock):
     assert checked >= 10
 
 
+
+def _two_loop_np(g, pairs_oldest_first):
+    """Nocedal & Wright Algorithm 7.4 with B0 = gamma I (eq. 7.20)."""
+    q, alphas = np.array(g, float), []
+    for s, y in reversed(pairs_oldest_first):
+        alphas.append((s @ q) / (y @ s))
+        q = q - alphas[-1] * y
+    if not pairs_oldest_first:
+        return q
+    s_new, y_new = pairs_oldest_first[-1]
+    r = (s_new @ y_new) / (y_new @ y_new) * q
+    for (s, y), alpha in zip(pairs_oldest_first, reversed(alphas)):
+        r = r + s * (alpha - (y @ r) / (y @ s))
+    return r
+
+
+@pytest.mark.parametrize("pairs, head", [(0, 0), (1, 1), (3, 3), (5, 5), (5, 2), (5, 0)])
+def test_lbfgs_inverse_hessian_product_is_the_two_loop_recursion(pairs, head):
+    # A ring buffer of 5 slots, empty, partly filled and wrapped; slot
+    # head - 1 holds the newest pair, stale slots hold garbage.
+    rng = np.random.default_rng(pairs * 7 + head)
+    m, slots = 7, 5
+    s_history = rng.normal(size=(slots, m))
+    y_history = s_history * rng.uniform(0.5, 3.0, size=(slots, m)) + 0.2 * rng.normal(size=(slots, m))
+    g = rng.normal(size=m)
+    order = [(head - pairs + j) % slots for j in range(pairs)]
+    expected = _two_loop_np(g, [(s_history[i], y_history[i]) for i in order])
+    solver = gz.LBFGS(history=slots)
+    got = solver.inverse_hessian_product(
+        tf.constant(g), tf.constant(s_history), tf.constant(y_history),
+        tf.constant(float(pairs), tf.float64), tf.constant(float(head), tf.float64),
+    )
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12, atol=1e-12 * np.abs(expected).max())
+
+
 # -- closed-form properties on quadratics -------------------------------------
 
 

@@ -163,6 +163,116 @@ class _State(NamedTuple):
     best_aux: Any
 
 
+class _Tests(NamedTuple):
+    """The constants of one search: phi(0), phi'(0), c1 phi'(0) (psi's
+    shift), c2, xtol and the largest step."""
+
+    value: tf.Tensor
+    slope: tf.Tensor
+    shift: tf.Tensor
+    c2: tf.Tensor
+    xtol: tf.Tensor
+    max_step: tf.Tensor
+
+
+def _advance_graph(state, point, tests):
+    """dcsrch's tests at the new `point` and dcstep's next trial: the
+    search's state after one evaluation (its `best_aux` left to the
+    caller)."""
+    a, f, df = point
+    value, slope, shift, c2, xtol, max_step = tests
+    dtype = value.dtype
+    zero = tf.zeros([], dtype)
+    finite = tf.math.is_finite(f) & tf.math.is_finite(df)
+    decrease = f <= value + a * shift
+    second_stage = state.second_stage | (decrease & (df >= 0))
+
+    # dcsrch's tests: convergence, else a warning that stops the search.
+    converged = decrease & (tf.abs(df) <= -c2 * slope)
+    stuck = state.bracketed & (
+        (a <= state.low)
+        | (a >= state.high)
+        | (state.high - state.low <= xtol * state.high)
+    )
+    at_max = (a >= max_step) & decrease & (df <= shift)
+    stop = finite & (converged | stuck | at_max)
+    # Stopped short of both conditions (an interval narrower than xtol,
+    # or rounding), the search fails; at the largest step, still going
+    # down, it accepts.
+    accept = finite & (converged | at_max)
+
+    # While psi has not been seen to turn up, and phi(a) <= phi(x)
+    # but psi(a) > 0, the trials follow psi rather than phi.
+    on_psi = ~second_stage & (f <= state.x.value) & ~decrease
+    s = tf.where(on_psi, shift, zero)
+    to_psi = lambda p: Point(p.step, p.value - p.step * s, p.derivative - s)
+    from_psi = lambda p: Point(p.step, p.value + p.step * s, p.derivative + s)
+    trial, bracket = step_update(
+        Bracket(to_psi(state.x), to_psi(state.y), to_psi(point), state.bracketed),
+        state.low,
+        state.high,
+    )
+    x, y, bracketed = from_psi(bracket.x), from_psi(bracket.y), bracket.bracketed
+    width = tf.abs(y.step - x.step)
+    # A bracket that does not shrink fast enough is bisected.
+    trial = tf.where(
+        bracketed & (width >= SHRINK * state.width_before),
+        x.step + 0.5 * (y.step - x.step),
+        trial,
+    )
+    width_before = tf.where(bracketed, state.width, state.width_before)
+    width = tf.where(bracketed, width, state.width)
+    low = tf.where(
+        bracketed, tf.minimum(x.step, y.step), trial + EXTRAPOLATE_LOW * (trial - x.step)
+    )
+    high = tf.where(
+        bracketed, tf.maximum(x.step, y.step), trial + EXTRAPOLATE_HIGH * (trial - x.step)
+    )
+    trial = tf.clip_by_value(trial, zero, max_step)
+    # No progress possible: evaluate the best point again (the search
+    # then stops there).
+    trial = tf.where(
+        bracketed & ((trial <= low) | (trial >= high) | (high - low <= xtol * high)),
+        x.step,
+        trial,
+    )
+    # Never beyond a step known to give a non-finite phi: halfway there.
+    bad_step = tf.where(finite, state.bad_step, tf.minimum(state.bad_step, a))
+    keep = lambda new, old: select(finite, new, old)
+    best_step = keep(x, state.x).step
+    trial = tf.where(finite, trial, best_step + 0.5 * (a - best_step))
+    trial = tf.where(
+        trial >= bad_step, best_step + 0.5 * (bad_step - best_step), trial
+    )
+    return _State(
+        evaluations=state.evaluations + 1,
+        status=tf.where(
+            accept, _ACCEPTED, tf.where(stop, _FAILED, _RUNNING)
+        ),
+        trial=trial,
+        x=keep(x, state.x),
+        y=keep(y, state.y),
+        bracketed=tf.where(finite, bracketed, state.bracketed),
+        second_stage=tf.where(finite, second_stage, state.second_stage),
+        low=tf.where(finite, low, state.low),
+        high=tf.where(finite, high, state.high),
+        width=tf.where(finite, width, state.width),
+        width_before=tf.where(finite, width_before, state.width_before),
+        bad_step=bad_step,
+        best=select(accept, point, state.best),
+        best_aux=(),
+    )
+
+
+# The update is ~200 scalar operations per evaluation, which TensorFlow's
+# graph executor runs one by one (~0.5 ms on a CPU, more than a small
+# model's evaluation); compiled as one XLA computation it costs one launch.
+# Its inputs are scalars only, so it is traced and compiled once per dtype
+# for every search in the process; under an XLA-compiled caller it is
+# inlined.
+_advance = tf.function(_advance_graph, jit_compile=True, autograph=False)
+
+
 def more_thuente(
     phi_and_derivative,
     value,
@@ -194,96 +304,18 @@ def more_thuente(
     """
     dtype = value.dtype
     constant = lambda v: tf.constant(v, dtype)
-    c2, xtol = constant(c2), constant(xtol)
     zero, max_step = tf.zeros([], dtype), constant(max_step)
     inf = constant(np.inf)
     # psi(a) = phi(a) - phi(0) - c1 a phi'(0) has slope psi' = phi' - shift.
-    shift = constant(c1) * slope
+    tests = _Tests(value, slope, constant(c1) * slope, constant(c2), constant(xtol), max_step)
 
     def body(state):
         a = state.trial
         f, df, point_aux = phi_and_derivative(a)
-        f = tf.cast(f, dtype)
-        finite = tf.math.is_finite(f) & tf.math.is_finite(df)
-        point = Point(a, f, df)
-        decrease = f <= value + a * shift
-        second_stage = state.second_stage | (decrease & (df >= 0))
-
-        # dcsrch's tests: convergence, else a warning that stops the search.
-        converged = decrease & (tf.abs(df) <= -c2 * slope)
-        stuck = state.bracketed & (
-            (a <= state.low)
-            | (a >= state.high)
-            | (state.high - state.low <= xtol * state.high)
-        )
-        at_max = (a >= max_step) & decrease & (df <= shift)
-        stop = finite & (converged | stuck | at_max)
-        # Stopped short of both conditions (an interval narrower than xtol,
-        # or rounding), the search fails; at the largest step, still going
-        # down, it accepts.
-        accept = finite & (converged | at_max)
-
-        # While psi has not been seen to turn up, and phi(a) <= phi(x)
-        # but psi(a) > 0, the trials follow psi rather than phi.
-        on_psi = ~second_stage & (f <= state.x.value) & ~decrease
-        s = tf.where(on_psi, shift, zero)
-        to_psi = lambda p: Point(p.step, p.value - p.step * s, p.derivative - s)
-        from_psi = lambda p: Point(p.step, p.value + p.step * s, p.derivative + s)
-        trial, bracket = step_update(
-            Bracket(to_psi(state.x), to_psi(state.y), to_psi(point), state.bracketed),
-            state.low,
-            state.high,
-        )
-        x, y, bracketed = from_psi(bracket.x), from_psi(bracket.y), bracket.bracketed
-        width = tf.abs(y.step - x.step)
-        # A bracket that does not shrink fast enough is bisected.
-        trial = tf.where(
-            bracketed & (width >= SHRINK * state.width_before),
-            x.step + 0.5 * (y.step - x.step),
-            trial,
-        )
-        width_before = tf.where(bracketed, state.width, state.width_before)
-        width = tf.where(bracketed, width, state.width)
-        low = tf.where(
-            bracketed, tf.minimum(x.step, y.step), trial + EXTRAPOLATE_LOW * (trial - x.step)
-        )
-        high = tf.where(
-            bracketed, tf.maximum(x.step, y.step), trial + EXTRAPOLATE_HIGH * (trial - x.step)
-        )
-        trial = tf.clip_by_value(trial, zero, max_step)
-        # No progress possible: evaluate the best point again (the search
-        # then stops there).
-        trial = tf.where(
-            bracketed & ((trial <= low) | (trial >= high) | (high - low <= xtol * high)),
-            x.step,
-            trial,
-        )
-        # Never beyond a step known to give a non-finite phi: halfway there.
-        bad_step = tf.where(finite, state.bad_step, tf.minimum(state.bad_step, a))
-        keep = lambda new, old: select(finite, new, old)
-        best_step = keep(x, state.x).step
-        trial = tf.where(finite, trial, best_step + 0.5 * (a - best_step))
-        trial = tf.where(
-            trial >= bad_step, best_step + 0.5 * (bad_step - best_step), trial
-        )
-        return _State(
-            evaluations=state.evaluations + 1,
-            status=tf.where(
-                accept, _ACCEPTED, tf.where(stop, _FAILED, _RUNNING)
-            ),
-            trial=trial,
-            x=keep(x, state.x),
-            y=keep(y, state.y),
-            bracketed=tf.where(finite, bracketed, state.bracketed),
-            second_stage=tf.where(finite, second_stage, state.second_stage),
-            low=tf.where(finite, low, state.low),
-            high=tf.where(finite, high, state.high),
-            width=tf.where(finite, width, state.width),
-            width_before=tf.where(finite, width_before, state.width_before),
-            bad_step=bad_step,
-            best=select(accept, point, state.best),
-            best_aux=select(accept, point_aux, state.best_aux),
-        )
+        point = Point(a, tf.cast(f, dtype), tf.cast(df, dtype))
+        new = _advance(state._replace(best_aux=()), point, tests)
+        accept = tf.equal(new.status, _ACCEPTED)
+        return new._replace(best_aux=select(accept, point_aux, state.best_aux))
 
     initial_step = tf.minimum(tf.cast(initial_step, dtype), max_step)
     origin = Point(zero, value, slope)

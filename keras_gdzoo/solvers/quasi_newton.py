@@ -171,13 +171,19 @@ class LBFGS(LineSearchSolver):
     lecture's BFGS update applied, oldest first, for the last `history`
     pairs s(i) = w(i+1) - w(i), y(i) = g(i+1) - g(i), starting from
     B0 = gamma I with gamma = s'y / y'y of the newest pair (Nocedal & Wright,
-    eq. 7.20). The two-loop recursion (Algorithm 7.4), with rho(i) = 1/y(i)'s(i):
+    eq. 7.20): the matrix of the two-loop recursion (Algorithm 7.4), with
+    rho(i) = 1/y(i)'s(i),
 
         q = g
         for i = newest ... oldest:  alpha(i) = rho(i) s(i)'q ;  q -= alpha(i) y(i)
         r = gamma q
         for i = oldest ... newest:  b = rho(i) y(i)'r ;  r += s(i) (alpha(i) - b)
         B g = r
+
+    computed from its compact representation (Byrd, Nocedal & Schnabel
+    1994; see `inverse_hessian_product`): the same vector in a few dense
+    products, with no sequential loop (measured 4x cheaper per iteration
+    in a TensorFlow graph, `benchmarks/bench_fullbatch.py`).
 
     Args:
         history: how many (s, y) pairs are kept, an integer >= 1.
@@ -205,6 +211,9 @@ class LBFGS(LineSearchSolver):
         storage. Mathematics of Computation 35(151).
         Liu, D. C. & Nocedal, J. (1989). On the limited memory BFGS method
         for large scale optimization. Mathematical Programming 45.
+        Byrd, R. H., Nocedal, J. & Schnabel, R. B. (1994). Representations
+        of quasi-Newton matrices and their use in limited memory methods.
+        Mathematical Programming 63.
         Nocedal, J. & Wright, S. J. (2006). Numerical Optimization, 2nd ed.,
         Algorithms 7.4 and 7.5, eq. 7.20.
 
@@ -258,52 +267,62 @@ class LBFGS(LineSearchSolver):
         }
 
     def inverse_hessian_product(self, gradient, s_history, y_history, pairs, head):
-        """B g by the two-loop recursion over the `pairs` newest pairs of
-        the ring buffer, the newest in slot `head - 1`; g itself when empty."""
+        """B g over the `pairs` newest pairs of the ring buffer (the newest
+        in slot `head - 1`), from the compact representation; g itself when
+        the buffer is empty.
+
+        With S, Y the pairs as rows, oldest first, R the upper triangle of
+        S Y' (R_ij = s(i)'y(j), i <= j), D its diagonal, a = S g, b = Y g:
+
+            u = R^-1 a
+            p = R^-T ((D + gamma Y Y') u - gamma b)
+            B g = gamma g + S'p - gamma Y'u
+
+        (Byrd, Nocedal & Schnabel 1994: the matrix of the two-loop recursion,
+        Nocedal & Wright Algorithm 7.4, in a few dense products and two
+        k x k triangular solves instead of 2k sequential steps.)
+        The products are taken on the ring buffer as it lies (no m-sized
+        copy); only the k x k and k-sized results are put in order. Slots
+        not in use count as zero pairs, with 1 on R's diagonal.
+        """
         dtype = gradient.dtype
         size = self.history
         pairs = tf.cast(pairs, tf.int32)
         head = tf.cast(head, tf.int32)
-        # i-th newest pair. tf.gather, not s_history[k]: XLA compiles a slice
-        # at a computed index for each value of the index.
-        pair = lambda i: (
-            tf.gather(s_history, (head - 1 - i) % size),
-            tf.gather(y_history, (head - 1 - i) % size),
+        slot = tf.range(size)
+        oldest_first = (head - pairs + slot) % size  # ring slot of the j-th oldest
+        used = tf.cast(slot < pairs, dtype)
+        in_order = lambda v: tf.gather(v, oldest_first) * used
+        square = lambda a: (
+            tf.gather(tf.gather(a, oldest_first), oldest_first, axis=1)
+            * used[:, None] * used[None, :]
         )
-
-        def backward(i, q, alphas):
-            s, y = pair(i)
-            alpha = dot(s, q) / dot(y, s)
-            return (
-                i + 1,
-                q - alpha * y,
-                alphas + alpha * tf.one_hot(i, size, dtype=dtype),
-            )
-
-        _, q, alphas = tf.while_loop(
-            lambda i, q, alphas: i < pairs,
-            backward,
-            (tf.constant(0), gradient, tf.zeros([size], dtype)),
-            maximum_iterations=size,
-        )
-        s_new, y_new = pair(0)
+        sy = square(tf.matmul(s_history, y_history, transpose_b=True))
+        yy = square(tf.matmul(y_history, y_history, transpose_b=True))
+        a = in_order(tf.linalg.matvec(s_history, gradient))[:, None]
+        b = in_order(tf.linalg.matvec(y_history, gradient))[:, None]
+        # tf.gather, not sy[i, i]: XLA compiles a slice at a computed index
+        # for each value of the index.
+        newest = tf.maximum(pairs - 1, 0)
+        sy_diagonal = tf.linalg.diag_part(sy)
         gamma = tf.where(
-            pairs > 0, dot(s_new, y_new) / dot(y_new, y_new), tf.ones([], dtype)
+            pairs > 0,
+            tf.gather(sy_diagonal, newest) / tf.gather(tf.linalg.diag_part(yy), newest),
+            tf.ones([], dtype),
         )
         gamma = tf.where(tf.math.is_finite(gamma), gamma, tf.ones([], dtype))
-
-        def forward(i, r):
-            s, y = pair(i)
-            b = dot(y, r) / dot(y, s)
-            return i - 1, r + s * (tf.gather(alphas, i) - b)
-
-        _, r = tf.while_loop(
-            lambda i, r: i >= 0,
-            forward,
-            (pairs - 1, gamma * q),
-            maximum_iterations=size,
+        r = tf.linalg.band_part(sy, 0, -1) + tf.linalg.diag(1.0 - used)
+        u = tf.linalg.triangular_solve(r, a, lower=False)
+        v = sy_diagonal[:, None] * u + gamma * (tf.matmul(yy, u) - b)
+        p = tf.linalg.triangular_solve(r, v, lower=False, adjoint=True)
+        # Back to ring order: slot i holds the pair at position (i - oldest).
+        position = (slot - head + pairs) % size
+        in_ring = lambda v: tf.gather(v[:, 0], position)
+        return (
+            gamma * gradient
+            + tf.linalg.matvec(s_history, in_ring(p), transpose_a=True)
+            - gamma * tf.linalg.matvec(y_history, in_ring(u), transpose_a=True)
         )
-        return r
 
     def direction(self, value, gradient, state, objective):
         pairs, head = state["pairs"], state["head"]

@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_gdzoo.line_search.scalar import Point
+from keras_gdzoo.line_search.scalar import compiled
 from keras_gdzoo.line_search.scalar import loop
 from keras_gdzoo.line_search.scalar import result
 from keras_gdzoo.line_search.scalar import select
@@ -264,13 +265,8 @@ def _advance_graph(state, point, tests):
     )
 
 
-# The update is ~200 scalar operations per evaluation, which TensorFlow's
-# graph executor runs one by one (~0.5 ms on a CPU, more than a small
-# model's evaluation); compiled as one XLA computation it costs one launch.
-# Its inputs are scalars only, so it is traced and compiled once per dtype
-# for every search in the process; under an XLA-compiled caller it is
-# inlined.
-_advance = tf.function(_advance_graph, jit_compile=True, autograph=False)
+# One XLA computation per evaluation (see `scalar.compiled`).
+_advance = compiled(_advance_graph)
 
 
 def more_thuente(

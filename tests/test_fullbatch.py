@@ -69,13 +69,38 @@ def gradient_norm(model, x, y, w):
     return float(tf.linalg.global_norm(grads))
 
 
-def test_batch_mode_reuse_gives_the_iterates_of_re_evaluation():
+def _clean_keras_state():
+    # A module fixture runs before the per-test reset (conftest).
+    keras.utils.clear_session(free_memory=False)
+    keras.config.set_floatx("float32")
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    """12 batch-mode `fit` epochs of the float64 net: History and the
+    weights at each epoch's start (shared: one trace for two tests)."""
+    _clean_keras_state()
     x, y = sinc()
-    reused = trainer(network("float64")).fit(
-        x, y, batch_size=len(x), epochs=10, verbose=0
+    recorder = WeightRecorder()
+    history = trainer(network("float64")).fit(
+        x, y, batch_size=len(x), epochs=12, verbose=0, callbacks=[recorder]
     ).history
+    return history, recorder.points
+
+
+@pytest.fixture(scope="module")
+def solved():
+    """12 `solve` iterations of the float64 net in the graph loop (no XLA)."""
+    _clean_keras_state()
+    x, y = sinc()
+    return trainer(network("float64")).solve(x, y, iterations=12, jit_compile=False)
+
+
+def test_batch_mode_reuse_gives_the_iterates_of_re_evaluation(fitted):
+    x, y = sinc()
+    reused, _ = fitted
     evaluated = trainer(network("float64"), batch_mode=False).fit(
-        x, y, batch_size=len(x), epochs=10, verbose=0
+        x, y, batch_size=len(x), epochs=12, verbose=0
     ).history
     np.testing.assert_allclose(reused["loss"], evaluated["loss"], rtol=1e-6)
     # Re-evaluation pays one more evaluation per iteration after the first.
@@ -84,13 +109,9 @@ def test_batch_mode_reuse_gives_the_iterates_of_re_evaluation():
     )
 
 
-def test_solve_gives_the_iterates_of_fit_and_stops_on_gtol():
+def test_solve_gives_the_iterates_of_fit_and_stops_on_gtol(fitted, solved):
     x, y = sinc()
-    recorder = WeightRecorder()
-    fitted = trainer(network("float64")).fit(
-        x, y, batch_size=len(x), epochs=12, verbose=0, callbacks=[recorder]
-    ).history
-    solved = trainer(network("float64")).solve(x, y, iterations=12)
+    fitted, points = fitted
     assert solved["iterations"] == 12
     np.testing.assert_allclose(solved["loss"], fitted["loss"], rtol=1e-6)
     np.testing.assert_array_equal(solved["evaluations"], fitted["evaluations"])
@@ -98,7 +119,7 @@ def test_solve_gives_the_iterates_of_fit_and_stops_on_gtol():
     # gtol: the first iteration whose starting gradient norm (by a tape on
     # the plain model at fit's iterates) is at or under gtol is the last one.
     plain = network("float64")
-    norms = [gradient_norm(plain, x, y, w) for w in recorder.points]
+    norms = [gradient_norm(plain, x, y, w) for w in points]
     gtol = min(norms[2:]) * (1 + 1e-6)
     last = int(np.argmax(np.asarray(norms) <= gtol))
     stopped = trainer(network("float64")).solve(x, y, iterations=100, gtol=gtol)
@@ -137,9 +158,9 @@ def test_float32_lbfgs_fit_reaches_the_float64_target(float64_target):
     assert np.min(history["loss"]) <= 1.25 * float64_target
 
 
-def test_solve_with_xla_gives_the_iterates_of_the_graph_loop():
+def test_solve_with_xla_gives_the_iterates_of_the_graph_loop(solved):
     x, y = sinc()
-    plain = trainer(network("float64")).solve(x, y, iterations=12, jit_compile=False)
+    plain = solved
     compiled = trainer(network("float64")).solve(x, y, iterations=12, jit_compile=True)
     assert compiled["iterations"] == plain["iterations"] == 12
     np.testing.assert_allclose(compiled["loss"], plain["loss"], rtol=1e-9)

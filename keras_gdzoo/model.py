@@ -666,12 +666,12 @@ class SolverModel(keras.Model):
         else:
             objective.replica_sum(self._update_metrics, objective, w)
 
-        w_new, state, logs = solver.step(w, state, objective)
+        w_new, new_state, logs = solver.step(w, state, objective)
         finite = tf.reduce_all(tf.math.is_finite(w_new))
         w_new = tf.where(finite, w_new, w)
         objective.assign(w_new)
         solver.keep_iterate(w_new)
-        solver.write_state(_finite_state(state, solver.read_state()))
+        solver.write_state(_finite_state(new_state, state))
         solver.iterations.assign_add(1)
 
         logs = dict(logs)

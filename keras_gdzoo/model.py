@@ -53,8 +53,8 @@ class _SolverMonitor(keras.callbacks.Callback):
 class _MetricsShortcut:
     """Keras's `fit` resets the metrics eagerly at each epoch's start and
     reads them eagerly at its end: two eager passes over the metric
-    variables, which cost more than a small solver iteration (~0.5 ms
-    each, measured in `benchmarks/bench_fit_overhead.py`). With a solver
+    variables, which cost about as much as a small solver iteration (~0.5
+    ms each, timed inside `fit` on bench_fit_overhead.py's problem). With a solver
     on one replica, `SolverModel` instead (a) defers a reset to the next
     train step, which applies it in its graph, and (b) answers an eager
     `get_metrics_result` right after a train call from the results that
@@ -279,9 +279,8 @@ class SolverModel(keras.Model):
 
     def get_metrics_result(self):
         shortcut = self.__dict__.get("_gz_metrics")
-        if shortcut is not None and tf.executing_eagerly():
-            if shortcut.results is not None:
-                return dict(shortcut.results)
+        if shortcut is not None and shortcut.results is not None and tf.executing_eagerly():
+            return dict(shortcut.results)
         return super().get_metrics_result()
 
     def _defers_metric_resets(self):

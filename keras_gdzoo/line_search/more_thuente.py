@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from keras_gdzoo.line_search.scalar import Point
 from keras_gdzoo.line_search.scalar import compiled
+from keras_gdzoo.line_search.scalar import evaluate_then
 from keras_gdzoo.line_search.scalar import loop
 from keras_gdzoo.line_search.scalar import result
 from keras_gdzoo.line_search.scalar import select
@@ -305,13 +306,9 @@ def more_thuente(
     # psi(a) = phi(a) - phi(0) - c1 a phi'(0) has slope psi' = phi' - shift.
     tests = _Tests(value, slope, constant(c1) * slope, constant(c2), constant(xtol), max_step)
 
-    def body(state):
-        a = state.trial
-        f, df, point_aux = phi_and_derivative(a)
-        point = Point(a, tf.cast(f, dtype), tf.cast(df, dtype))
-        new = _advance(state._replace(best_aux=()), point, tests)
-        accept = tf.equal(new.status, _ACCEPTED)
-        return new._replace(best_aux=select(accept, point_aux, state.best_aux))
+    body = evaluate_then(
+        phi_and_derivative, _advance, tests, lambda s: tf.equal(s.status, _ACCEPTED)
+    )
 
     initial_step = tf.minimum(tf.cast(initial_step, dtype), max_step)
     origin = Point(zero, value, slope)

@@ -82,6 +82,23 @@ def compiled(update):
     return tf.function(update, jit_compile=True, autograph=False)
 
 
+def evaluate_then(phi_and_derivative, advance, constants, accepted):
+    """The body of a search's loop: phi and phi' at the state's trial step,
+    then `advance(state, point, constants)` (a `compiled` update that
+    leaves `best_aux` to the caller), keeping phi's aux for the best point
+    when `accepted(new_state)`."""
+    dtype = constants.value.dtype
+
+    def body(state):
+        a = state.trial
+        f, df, point_aux = phi_and_derivative(a)
+        point = Point(a, tf.cast(f, dtype), tf.cast(df, dtype))
+        new = advance(state._replace(best_aux=()), point, constants)
+        return new._replace(best_aux=select(accepted(new), point_aux, state.best_aux))
+
+    return body
+
+
 def loop(condition, body, start, maximum_iterations):
     """`tf.while_loop` over one `NamedTuple` state: `body(state)` returns
     the next state."""
@@ -267,13 +284,9 @@ def strong_wolfe(
     constants = _WolfeConstants(value, slope, tf.constant(c1, dtype), tf.constant(c2, dtype))
     zero = tf.zeros([], dtype)
 
-    def body(state):
-        a = state.trial
-        f, df, point_aux = phi_and_derivative(a)
-        point = Point(a, tf.cast(f, dtype), tf.cast(df, dtype))
-        new = _wolfe_advance(state._replace(best_aux=()), point, constants)
-        accept = tf.equal(new.stage, _ACCEPTED)
-        return new._replace(best_aux=select(accept, point_aux, state.best_aux))
+    body = evaluate_then(
+        phi_and_derivative, _wolfe_advance, constants, lambda s: tf.equal(s.stage, _ACCEPTED)
+    )
 
     def condition(state):
         return (state.stage < _ACCEPTED) & (state.evaluations < max_evaluations)
